@@ -1,0 +1,112 @@
+"""What crosses between roles in one step, and how sequences become model inputs.
+
+A rollout returns one `RolloutGroup` per prompt: the prompt's tokens and pixels once, and its G
+responses. Learners rebuild forward-pass inputs from groups with `collate`, left-padding prompts
+and right-padding responses so every response starts at the same column: the response log-probs
+are then one slice of the logits, for any batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RolloutGroup:
+    sample: dict
+    """The Sample (as a dict) the prompt was built from, with options as shown to the model."""
+    prompt_ids: list[int]
+    pixel_values: torch.Tensor
+    """(patches, features) for all images of the prompt, in order."""
+    image_grid_thw: torch.Tensor
+    """(images, 3)."""
+    responses: list[list[int]]
+    """G token-id lists, each ending at (and including) EOS when the model stopped by itself."""
+    texts: list[str]
+    log_probs: list[list[float]] | None = None
+    """Per-token sampling log-probs when the engine gives them (vLLM), else None."""
+    model_input_size: tuple[int, int] | None = None
+    """(width, height) the processor resized the query image to: rewards map boxes back with it."""
+
+
+@dataclass
+class TrainSequence:
+    """One completion with what the loss needs of it; the unit learners shard and micro-batch."""
+
+    group: RolloutGroup
+    response_index: int
+    advantage: float
+    score: float = 0.0
+    old_log_prob: torch.Tensor | None = None
+    ref_log_prob: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def response(self) -> list[int]:
+        return self.group.responses[self.response_index]
+
+
+@dataclass
+class ModelBatch:
+    inputs: dict[str, torch.Tensor]
+    """Keyword arguments of the model's forward pass."""
+    responses: torch.Tensor
+    """(B, R) response token ids, padded with 0."""
+    response_mask: torch.Tensor
+    """(B, R) 1 where a response token is real."""
+    prompt_width: int
+    """Column where responses start: logits[:, prompt_width - 1 + t] predict response token t."""
+
+
+def collate(items: list[tuple[RolloutGroup, list[int]]], pad_id: int, image_token_id: int) -> ModelBatch:
+    """Forward-pass inputs for (group, response) pairs; pixels are repeated per sequence.
+
+    `mm_token_type_ids` marks the image placeholders: without it Qwen2.5-VL silently falls back
+    to 1-D positions instead of its multimodal rope, and log-probs no longer match generation.
+    """
+    prompt_width = max(len(group.prompt_ids) for group, _ in items)
+    response_width = max(1, max(len(response) for _, response in items))
+    batch = len(items)
+    input_ids = torch.full((batch, prompt_width + response_width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    responses = torch.zeros((batch, response_width), dtype=torch.long)
+    response_mask = torch.zeros((batch, response_width), dtype=torch.float32)
+    for row, (group, response) in enumerate(items):
+        start = prompt_width - len(group.prompt_ids)
+        input_ids[row, start:prompt_width] = torch.tensor(group.prompt_ids)
+        attention[row, start:prompt_width] = 1
+        if response:
+            end = prompt_width + len(response)
+            input_ids[row, prompt_width:end] = torch.tensor(response)
+            attention[row, prompt_width:end] = 1
+            responses[row, : len(response)] = torch.tensor(response)
+            response_mask[row, : len(response)] = 1
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "mm_token_type_ids": (input_ids == image_token_id).int(),
+        "pixel_values": torch.cat([group.pixel_values for group, _ in items]),
+        "image_grid_thw": torch.cat([group.image_grid_thw for group, _ in items]),
+    }
+    return ModelBatch(inputs=inputs, responses=responses, response_mask=response_mask, prompt_width=prompt_width)
+
+
+def response_log_probs(
+    logits: torch.Tensor, batch: ModelBatch, suppressed_ids: list[int], temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probs of the response tokens under the distribution the rollout sampled from.
+
+    The rollout divides logits by the temperature and never samples vision special tokens, so
+    the same is done here: otherwise the learner's policy would not be the sampling policy and
+    the importance ratio would be off by the suppressed mass.
+    """
+    width = batch.responses.shape[1]
+    scores = logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width].float()
+    if temperature != 1.0:
+        scores = scores / temperature
+    if suppressed_ids:
+        scores = scores.index_fill(-1, torch.tensor(suppressed_ids, device=scores.device), float("-inf"))
+    chosen = scores.gather(-1, batch.responses.to(scores.device).unsqueeze(-1)).squeeze(-1)
+    return (chosen - torch.logsumexp(scores, dim=-1)) * batch.response_mask.to(scores.device)

@@ -1,0 +1,265 @@
+"""The GRPO driver: starts the roles on Ray and runs the step pipeline.
+
+One step:
+  1. draw prompts                      (PromptSource, seeded)
+  2. roll out G completions per prompt  (rollout workers, in parallel)
+  3. score them                        (reward pool; each worker's groups are scored as soon as
+                                         they arrive, so scoring overlaps the slower workers)
+  4. group-relative advantages         (verl's estimator, on the driver: it needs whole groups)
+  5. update the policy                 (learners: old/ref log-probs, clipped loss + KL)
+  6. push the new weights              (learner rank 0 -> object store -> every rollout worker)
+  7. log, checkpoint on schedule
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+
+from anomalyr1.platform.batch import RolloutGroup, TrainSequence
+from anomalyr1.platform.grpo import compute_advantages
+from anomalyr1.platform.learner.worker import LearnerWorker
+from anomalyr1.platform.metrics import MetricsLog, mean_std
+from anomalyr1.platform.models import resolve_model_path
+from anomalyr1.platform.placement import check_capacity, place_roles, release, role_demands
+from anomalyr1.platform.prompt_source import PromptSource, load_training_data
+from anomalyr1.platform.recipe import Recipe, dump_recipe
+from anomalyr1.platform.reward_pool import RewardActor, RewardPool
+from anomalyr1.platform.rollout.hf_engine import SamplingSettings
+from anomalyr1.platform.rollout.worker import RolloutWorker
+from anomalyr1.rewards import RewardResult
+
+log = logging.getLogger("anomalyr1")
+
+ACTOR_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1"}
+"""Actors share cores; thread pools per actor would oversubscribe them."""
+
+
+def connect_ray(recipe: Recipe) -> None:
+    """Join the recipe's cluster, RAY_ADDRESS's (as under `ray job submit`), or start a local one."""
+    if ray.is_initialized():
+        return
+    address = recipe.trainer.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": ACTOR_ENV}, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+
+
+@dataclass
+class StepTimes:
+    rollout_s: float = 0.0
+    reward_s: float = 0.0
+    learner_s: float = 0.0
+    sync_s: float = 0.0
+    rollout_compute_s: float = 0.0
+    reward_compute_s: float = 0.0
+    learner_compute_s: float = 0.0
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.output = Path(recipe.trainer.output_dir).expanduser()
+        self.model_path = resolve_model_path(recipe.model)
+        self.data = load_training_data(recipe.data, recipe.model.cache_dir)
+        log.info("training data: %s", self.data.summary())
+        self.prompts = PromptSource(self.data.samples, recipe.data.seed, recipe.data.shuffle_options)
+        self.sampling = SamplingSettings(
+            n=recipe.rollout.n,
+            temperature=recipe.rollout.temperature,
+            top_p=recipe.rollout.top_p,
+            top_k=recipe.rollout.top_k,
+            max_new_tokens=recipe.rollout.max_new_tokens,
+        )
+        self.step = 0
+        self.groups: dict[str, object] = {}
+
+    # -- roles -----------------------------------------------------------------------------------
+
+    def start_roles(self) -> None:
+        recipe = self.recipe
+        demands = role_demands(recipe)
+        check_capacity(demands, ray.cluster_resources())
+        self.groups = place_roles(demands, recipe.trainer.placement_timeout_s)
+        raw = recipe.model_dump(mode="json")
+
+        def on(role: str, index: int, demand) -> dict:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            strategy = PlacementGroupSchedulingStrategy(self.groups[role], placement_group_bundle_index=index)
+            return dict(num_cpus=demand.cpus, num_gpus=demand.gpus, scheduling_strategy=strategy)
+
+        by_role = {d.role: d for d in demands}
+        rollout_cls = ray.remote(RolloutWorker)
+        self.rollout_workers = [
+            rollout_cls.options(**on("rollout", i, by_role["rollout"])).remote(i, raw) for i in range(recipe.rollout.workers)
+        ]
+        reward_cls = ray.remote(RewardActor)
+        terms = [t.model_dump() for t in recipe.reward.terms]
+        self.reward_pool = RewardPool(
+            [
+                reward_cls.options(max_restarts=3, max_task_retries=3, **on("reward", i, by_role["reward"])).remote(terms)
+                for i in range(recipe.reward.actors)
+            ]
+        )
+        learner_cls = ray.remote(LearnerWorker)
+        world = recipe.learner.workers
+        self.learners = [learner_cls.options(**on("learner", i, by_role["learner"])).remote(i, world, raw) for i in range(world)]
+        address, port = ray.get(self.learners[0].rendezvous.remote())
+        ray.get([learner.setup.remote(address, port) for learner in self.learners])
+
+    def stop_roles(self) -> None:
+        for learner in getattr(self, "learners", []):
+            try:
+                ray.get(learner.shutdown.remote(), timeout=30)
+            except Exception:  # a dead learner has nothing left to shut down
+                pass
+        for actor in getattr(self, "learners", []) + getattr(self, "rollout_workers", []) + getattr(getattr(self, "reward_pool", None), "actors", []):
+            ray.kill(actor)
+        release(self.groups)
+        self.groups = {}
+
+    # -- the step pipeline -----------------------------------------------------------------------
+
+    def train(self) -> Path:
+        recipe = self.recipe
+        self.output.mkdir(parents=True, exist_ok=True)
+        (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
+        self.start_roles()
+        metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
+        try:
+            while self.step < recipe.trainer.steps:
+                self.step += 1
+                metrics = self.train_step()
+                metrics_log.write(self.step, metrics)
+                if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
+                    self.save_model(self.output / "checkpoints" / f"step_{self.step}")
+            final = self.save_model(self.output / "final")
+        finally:
+            metrics_log.close()
+            self.stop_roles()
+        return final
+
+    def train_step(self) -> dict[str, float]:
+        step_start = time.perf_counter()
+        times = StepTimes()
+        samples = self.prompts.next(self.recipe.trainer.prompts_per_step)  # 1
+        groups, scores = self.rollout_and_score(samples, times)  # 2, 3
+        sequences = self.advantages(groups, scores)  # 4
+        update_metrics = self.update(sequences, times)  # 5
+        self.sync_weights(times)  # 6
+        step_s = time.perf_counter() - step_start
+        return self.step_metrics(groups, scores, update_metrics, times, step_s)  # 7
+
+    def rollout_and_score(self, samples, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
+        start = time.perf_counter()
+        workers = self.rollout_workers
+        shares = [samples[i :: len(workers)] for i in range(len(workers))]
+        pending = {}
+        for rank, (worker, share) in enumerate(zip(workers, shares)):
+            if share:
+                sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
+                pending[worker.generate.remote([s.to_dict() for s in share], sampling)] = rank
+        by_rank: dict[int, list[RolloutGroup]] = {}
+        scoring = {}
+        remaining = list(pending)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            result = ray.get(done[0])
+            rank = pending[done[0]]
+            by_rank[rank] = result.groups
+            times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
+            scoring[rank] = self.reward_pool.submit(result.groups)
+        times.rollout_s = time.perf_counter() - start
+        reward_start = time.perf_counter()
+        groups, scores = [], []
+        for rank in sorted(by_rank):
+            results, compute_s = self.reward_pool.gather(scoring[rank])
+            times.reward_compute_s = max(times.reward_compute_s, compute_s)
+            groups += by_rank[rank]
+            scores += results
+        times.reward_s = time.perf_counter() - reward_start
+        return groups, scores
+
+    def advantages(self, groups: list[RolloutGroup], scores: list[list[RewardResult]]) -> list[TrainSequence]:
+        flat = [(g, i) for g in groups for i in range(len(g.responses))]
+        lengths = [len(g.responses[i]) for g, i in flat]
+        width = max(1, max(lengths))
+        mask = torch.zeros((len(flat), width))
+        for row, length in enumerate(lengths):
+            mask[row, :length] = 1
+        values = torch.tensor([scores[gi][i].score for gi, g in enumerate(groups) for i in range(len(g.responses))])
+        group_ids = [g.sample["id"] + f"@{gi}" for gi, g in enumerate(groups) for _ in g.responses]
+        advantages = compute_advantages(values, group_ids, mask, self.recipe.algorithm.adv_estimator, self.recipe.algorithm.norm_adv_by_std)
+        # outcome estimators give every token of a response the same advantage: keep one per sequence
+        return [
+            TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0, score=float(values[row]))
+            for row, (g, i) in enumerate(flat)
+        ]
+
+    def update(self, sequences: list[TrainSequence], times: StepTimes) -> dict[str, float]:
+        start = time.perf_counter()
+        world = len(self.learners)
+        shards = [sequences[rank::world] for rank in range(world)]
+        seed = self._seed("update", 0)
+        results = ray.get([learner.update.remote(shard, len(sequences), seed) for learner, shard in zip(self.learners, shards)])
+        times.learner_s = time.perf_counter() - start
+        times.learner_compute_s = max(r.compute_s for r in results)
+        return results[0].metrics
+
+    def sync_weights(self, times: StepTimes) -> None:
+        start = time.perf_counter()
+        refs = [learner.state_dict.remote() for learner in self.learners]
+        ray.get([worker.update_weights.remote(refs[0]) for worker in self.rollout_workers] + refs[1:])
+        times.sync_s = time.perf_counter() - start
+
+    def step_metrics(self, groups, scores, update_metrics, times: StepTimes, step_s: float) -> dict[str, float]:
+        flat = [r for group_results in scores for r in group_results]
+        values = [r.score for r in flat]
+        reward_mean, reward_std = mean_std(values)
+        lengths = [len(r) for g in groups for r in g.responses]
+        metrics = {"reward/mean": reward_mean, "reward/std": reward_std}
+        for key in sorted({k for r in flat for k in r.parts}):
+            metrics[f"reward/{key}"] = mean_std([r.parts.get(key, 0.0) for r in flat])[0]
+        metrics.update(update_metrics)
+        length_mean, _ = mean_std(lengths)
+        metrics["response_length/mean"] = length_mean
+        metrics["response_length/max"] = float(max(lengths, default=0))
+        metrics["response_length/clip_frac"] = mean_std([float(n >= self.recipe.rollout.max_new_tokens) for n in lengths])[0]
+        for name, value in times.__dict__.items():
+            prefix = "compute" if "compute" in name else "timing"
+            metrics[f"{prefix}/{name.replace('_compute', '')}"] = value
+        metrics["timing/step_s"] = step_s
+        hidden_reward = min(times.reward_s, times.reward_compute_s)
+        overhead = step_s - times.rollout_compute_s - hidden_reward - times.learner_compute_s
+        metrics["perf/overhead_s"] = max(0.0, overhead)
+        metrics["perf/overhead_frac"] = max(0.0, overhead) / step_s if step_s > 0 else 0.0
+        metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
+        metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
+        return metrics
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def save_model(self, target: Path) -> Path:
+        """Written beside the target and renamed, so a crash never leaves a half-written model."""
+        staging = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        ray.get([learner.save.remote(str(staging)) for learner in self.learners])
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, target)
+        return target
+
+    def _seed(self, purpose: str, rank: int) -> int:
+        """Stable across processes and runs (unlike hash(), which Python salts per process)."""
+        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}:{self.step}:{rank}".encode()) & 0x7FFFFFFF

@@ -1,0 +1,45 @@
+"""Sample -> model input: the recipe's prompt, the images (capped), the processor's tokens.
+
+Done once per prompt on the rollout worker; the tokens and pixels travel with the rollout to the
+learners, so both score exactly the same input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from anomalyr1.data_pipelines.images import image_size
+from anomalyr1.data_pipelines.prompts import build_prompt, load_image
+from anomalyr1.data_pipelines.schema import Sample
+from anomalyr1.platform.recipe import PromptConfig
+
+
+@dataclass
+class EncodedPrompt:
+    sample: dict
+    prompt_ids: list[int]
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+    model_input_size: tuple[int, int]
+    """(width, height) of the query image as the model sees it."""
+
+
+def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pixels: int) -> EncodedPrompt:
+    spec = build_prompt(sample, prompt.name, k_shot=prompt.k_shot, domain_knowledge=prompt.domain_knowledge)
+    images = [load_image(path, max_image_pixels) for path in spec.images]
+    text = processor.apply_chat_template(spec.messages, add_generation_prompt=True, tokenize=False)
+    encoded = processor(text=[text], images=images or None, return_tensors="pt")
+    grid = encoded["image_grid_thw"]
+    patch = processor.image_processor.patch_size
+    query = grid[-1]  # the query image is the last one shown
+    record = sample.to_dict()
+    record["extra"] = {**record["extra"], "image_size": list(image_size(sample.image))}
+    return EncodedPrompt(
+        sample=record,
+        prompt_ids=encoded["input_ids"][0].tolist(),
+        pixel_values=encoded["pixel_values"],
+        image_grid_thw=grid,
+        model_input_size=(int(query[2]) * patch, int(query[1]) * patch),
+    )

@@ -1,0 +1,155 @@
+"""The algorithm's numbers, taken from verl's `core_algos` by the names a recipe gives.
+
+The platform owns the Ray roles but not the math: advantage estimators, policy losses, KL
+estimators and loss aggregation are verl's, so a recipe can name anything verl registers and
+the results match verl's trainers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+_OUTCOME_ARGS = {"token_level_rewards", "response_mask", "index"}
+"""What the platform can give an estimator: outcome (one scalar per completion) rewards and groups."""
+
+
+@functools.cache
+def _core_algos():
+    from verl.trainer.ppo import core_algos
+
+    return core_algos
+
+
+def known_adv_estimators() -> set[str]:
+    """verl's estimators that need nothing beyond outcome rewards and group ids (no critic)."""
+    registry = _core_algos().ADV_ESTIMATOR_REGISTRY
+    known = set()
+    for name, fn in registry.items():
+        required = {
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+        if required <= _OUTCOME_ARGS:
+            known.add(name)
+    return known
+
+
+def known_policy_losses() -> set[str]:
+    return set(_core_algos().POLICY_LOSS_REGISTRY)
+
+
+def compute_advantages(
+    scores: torch.Tensor,
+    group_ids: Sequence[str],
+    response_mask: torch.Tensor,
+    estimator: str = "grpo",
+    norm_adv_by_std: bool = True,
+) -> torch.Tensor:
+    """Token-level advantages (N, T) from one scalar score per completion and its group id."""
+    from verl.trainer.config import AlgoConfig
+
+    core = _core_algos()
+    token_rewards = torch.zeros_like(response_mask, dtype=torch.float32)
+    lengths = response_mask.sum(-1).long()
+    rows = torch.arange(len(scores))
+    has_tokens = lengths > 0
+    token_rewards[rows[has_tokens], lengths[has_tokens] - 1] = scores[has_tokens].float()
+    config = AlgoConfig(adv_estimator=estimator, norm_adv_by_std_in_grpo=norm_adv_by_std)
+    fn = core.get_adv_estimator_fn(estimator)
+    kwargs = dict(token_level_rewards=token_rewards, response_mask=response_mask.float(), config=config)
+    params = inspect.signature(fn).parameters
+    if "index" in params:
+        kwargs["index"] = np.asarray(group_ids, dtype=object)
+    if "norm_adv_by_std_in_grpo" in params:
+        kwargs["norm_adv_by_std_in_grpo"] = norm_adv_by_std
+    advantages, _returns = fn(**kwargs)
+    return advantages
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """What the learner needs of the recipe's algorithm section, as plain values for Ray."""
+
+    policy_loss: str = "vanilla"
+    clip_ratio: float = 0.2
+    clip_ratio_low: float | None = None
+    clip_ratio_high: float | None = None
+    loss_agg_mode: str = "token-mean"
+    kl_coef: float = 0.0
+    kl_type: str = "low_var_kl"
+    entropy_coeff: float = 0.0
+    rollout_n: int = 8
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor
+    pg_loss: torch.Tensor
+    kl: torch.Tensor
+    metrics: dict[str, float]
+
+
+def _actor_config(settings: LossSettings, dp_size: int, batch_num_tokens: int, batch_size: int):
+    from verl.workers.config import ActorConfig
+
+    config = ActorConfig(
+        strategy="fsdp2",
+        rollout_n=settings.rollout_n,
+        ppo_mini_batch_size=max(1, batch_size),
+        ppo_micro_batch_size_per_gpu=1,
+        clip_ratio=settings.clip_ratio,
+        clip_ratio_low=settings.clip_ratio_low,
+        clip_ratio_high=settings.clip_ratio_high,
+        loss_agg_mode=settings.loss_agg_mode,
+        policy_loss={"loss_mode": settings.policy_loss},
+    )
+    config.global_batch_info.update(dp_size=dp_size, batch_num_tokens=batch_num_tokens, global_batch_size=batch_size)
+    return config
+
+
+def policy_objective(
+    settings: LossSettings,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    ref_log_prob: torch.Tensor | None = None,
+    dp_size: int = 1,
+    batch_num_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> LossParts:
+    """The GRPO loss of one micro-batch: verl's policy loss plus beta x KL, both aggregated by verl.
+
+    `batch_num_tokens` and `batch_size` describe the whole mini-batch across all learners, so that
+    summing micro-batch losses and averaging gradients over `dp_size` ranks gives the same
+    gradient as one pass over the whole mini-batch.
+    """
+    core = _core_algos()
+    mask = response_mask.float()
+    tokens = int(mask.sum().item()) if batch_num_tokens is None else batch_num_tokens
+    sequences = int((mask.sum(-1) > 0).sum().item()) if batch_size is None else batch_size
+    config = _actor_config(settings, dp_size, max(tokens, 1), max(sequences, 1))
+    loss_fn = core.get_policy_loss_fn(settings.policy_loss)
+    pg_loss, pg_metrics = loss_fn(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=mask,
+        loss_agg_mode=settings.loss_agg_mode,
+        config=config,
+    )
+    loss = pg_loss
+    kl = torch.zeros((), dtype=log_prob.dtype)
+    if ref_log_prob is not None and settings.kl_coef > 0:
+        kl_mat = core.kl_penalty(log_prob, ref_log_prob, settings.kl_type)
+        kl = core.agg_loss(kl_mat, mask, settings.loss_agg_mode, **config.global_batch_info)
+        loss = loss + settings.kl_coef * kl
+    metrics = {key: float(value) for key, value in pg_metrics.items()}
+    return LossParts(loss=loss, pg_loss=pg_loss, kl=kl, metrics=metrics)

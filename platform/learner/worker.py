@@ -1,0 +1,265 @@
+"""The learner role: one Ray actor per rank of a torch.distributed group that trains the policy.
+
+Each rank holds an FSDP2 shard of the policy (and of the frozen reference), receives its share of
+the step's sequences, recomputes old and reference log-probs for them, and runs the clipped GRPO
+update. FSDP's collectives run inside every forward pass, so all ranks must run the same number
+of passes: a rank with fewer sequences pads its schedule with zero-weight passes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
+from anomalyr1.platform.grpo import LossSettings, policy_objective
+from anomalyr1.platform.learner.fsdp import full_state_dict, shard_blocks
+from anomalyr1.platform.models import load_policy, load_processor, resolve_model_path, suppressed_token_ids
+from anomalyr1.platform.recipe import Recipe
+
+
+@dataclass
+class UpdateResult:
+    metrics: dict[str, float]
+    compute_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+class LearnerWorker:
+    def __init__(self, rank: int, world_size: int, recipe: dict):
+        self.rank, self.world_size = rank, world_size
+        self.recipe = Recipe.model_validate(recipe)
+        torch.set_num_threads(self.recipe.trainer.torch_threads)
+        use_cuda = self.recipe.learner.num_gpus > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+        self.backend = "nccl" if use_cuda else "gloo"
+        algorithm = self.recipe.algorithm
+        self.settings = LossSettings(
+            policy_loss=algorithm.policy_loss,
+            clip_ratio=algorithm.clip_ratio,
+            clip_ratio_low=algorithm.clip_ratio_low,
+            clip_ratio_high=algorithm.clip_ratio_high,
+            loss_agg_mode=algorithm.loss_agg_mode,
+            kl_coef=algorithm.kl_coef,
+            kl_type=algorithm.kl_type,
+            entropy_coeff=algorithm.entropy_coeff,
+            rollout_n=self.recipe.rollout.n,
+        )
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0's address and a free port for the process group."""
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        dist.init_process_group(
+            self.backend,
+            init_method=f"tcp://{master_addr}:{master_port}",
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        torch.manual_seed(self.recipe.trainer.seed)
+        learner = self.recipe.learner
+        self.model_path = resolve_model_path(self.recipe.model)
+        self.processor = load_processor(self.model_path, self.recipe.model.min_pixels, self.recipe.model.max_pixels)
+        tokenizer = self.processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.suppressed = suppressed_token_ids(tokenizer)
+        param_dtype = getattr(torch, learner.param_dtype)
+        attn = self.recipe.model.attn_implementation
+        self.policy = load_policy(self.model_path, "float32", attn, str(self.device))
+        self.image_token_id = self.policy.config.image_token_id
+        if learner.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.policy.config.use_cache = False
+        shard_blocks(self.policy, param_dtype, learner.cpu_offload)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
+        )
+        self.reference = None
+        if self.settings.kl_coef > 0:
+            self.reference = load_policy(self.model_path, "float32", attn, str(self.device)).eval()
+            self.reference.requires_grad_(False)
+            shard_blocks(self.reference, param_dtype, learner.cpu_offload)
+        self.updates = 0
+
+    # -- forward passes -------------------------------------------------------------------------
+
+    def _batch(self, sequences: list[TrainSequence]) -> ModelBatch:
+        batch = collate([(s.group, s.response) for s in sequences], self.pad_id, self.image_token_id)
+        batch.inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
+        batch.inputs["pixel_values"] = batch.inputs["pixel_values"].float()
+        batch.responses = batch.responses.to(self.device)
+        batch.response_mask = batch.response_mask.to(self.device)
+        return batch
+
+    def _log_probs(self, model, batch: ModelBatch) -> torch.Tensor:
+        logits = model(**batch.inputs, use_cache=False).logits
+        return response_log_probs(logits, batch, self.suppressed, self.recipe.rollout.temperature)
+
+    def _schedule(self, sequences: list[TrainSequence], template: TrainSequence) -> list[list[TrainSequence]]:
+        """Micro-batches of at most micro_batch_size, as many on every rank (max over ranks).
+
+        A padding micro-batch holds a blank copy of `template` (any sequence of this rank):
+        same shapes and collectives as real work, zero weight in loss and gradient.
+        """
+        size = self.recipe.learner.micro_batch_size
+        local = [sequences[i : i + size] for i in range(0, len(sequences), size)]
+        count = torch.tensor([len(local)], dtype=torch.long)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        while len(local) < int(count[0]):
+            local.append([self._blank(template)])
+        return local
+
+    @staticmethod
+    def _blank(sequence: TrainSequence) -> TrainSequence:
+        return TrainSequence(group=sequence.group, response_index=sequence.response_index, advantage=0.0, extras={"blank": True})
+
+    @torch.no_grad()
+    def log_probs(self, sequences: list[TrainSequence], reference: bool = False) -> list[torch.Tensor]:
+        model = self.reference if reference else self.policy
+        results: list[torch.Tensor] = []
+        for micro in self._schedule(sequences, sequences[0]):
+            batch = self._batch(micro)
+            values = self._log_probs(model, batch).cpu()
+            for row, sequence in enumerate(micro):
+                if not sequence.extras.get("blank"):
+                    results.append(values[row, : len(sequence.response)])
+        return results
+
+    # -- the update -----------------------------------------------------------------------------
+
+    def update(self, sequences: list[TrainSequence], total_sequences: int, seed: int) -> UpdateResult:
+        """One training step on this rank's share; `total_sequences` counts all ranks' shares."""
+        start = time.perf_counter()
+        self.policy.train()
+        for sequence, old in zip(sequences, self.log_probs(sequences)):
+            sequence.old_log_prob = old
+        if self.reference is not None:
+            for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
+                sequence.ref_log_prob = ref
+        learner = self.recipe.learner
+        mini_batch = learner.mini_batch_size or total_sequences
+        steps_per_epoch = max(1, math.ceil(total_sequences / mini_batch))
+        rng = random.Random(seed * 1000 + self.rank)
+        totals: dict[str, float] = {}
+        for _epoch in range(self.recipe.algorithm.ppo_epochs):
+            order = list(sequences)
+            if self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1:
+                rng.shuffle(order)
+            for part in range(steps_per_epoch):
+                chunk = order[part::steps_per_epoch]
+                self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
+        metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
+        metrics["actor/lr"] = learner.lr
+        return UpdateResult(metrics=metrics, compute_s=time.perf_counter() - start)
+
+    @staticmethod
+    def _accumulate(totals: dict[str, float], metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+        totals["_count"] = totals.get("_count", 0) + 1
+
+    def _global(self, *values: float) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def _optimizer_step(self, chunk: list[TrainSequence], template: TrainSequence) -> dict[str, float]:
+        tokens = sum(len(s.response) for s in chunk)
+        global_tokens, global_sequences = self._global(tokens, len(chunk))
+        sums = {"pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "ppo_kl": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in self._schedule(chunk, template):
+            batch = self._batch(micro)
+            if any(s.extras.get("blank") for s in micro):
+                batch.response_mask = torch.zeros_like(batch.response_mask)
+            width = batch.responses.shape[1]
+            old = self._stack([s.old_log_prob for s in micro], width)
+            ref = self._stack([s.ref_log_prob for s in micro], width) if self.reference is not None else None
+            advantages = torch.tensor([s.advantage for s in micro], device=self.device).unsqueeze(1) * batch.response_mask
+            log_prob = self._log_probs(self.policy, batch)
+            parts = policy_objective(
+                self.settings,
+                log_prob=log_prob,
+                old_log_prob=old,
+                advantages=advantages,
+                response_mask=batch.response_mask,
+                ref_log_prob=ref,
+                dp_size=self.world_size,
+                batch_num_tokens=max(1, int(global_tokens)),
+                batch_size=max(1, int(global_sequences)),
+            )
+            parts.loss.backward()
+            micro_tokens = float(batch.response_mask.sum())
+            sums["pg_loss"] += float(parts.pg_loss.detach())
+            sums["kl"] += float(parts.kl.detach())
+            sums["clipfrac"] += parts.metrics.get("actor/pg_clipfrac", 0.0) * micro_tokens
+            sums["ppo_kl"] += parts.metrics.get("actor/ppo_kl", 0.0) * micro_tokens
+        pg_loss, kl, clipfrac, ppo_kl = self._global(sums["pg_loss"], sums["kl"], sums["clipfrac"], sums["ppo_kl"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.recipe.learner.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        skipped = not math.isfinite(grad_norm) or not math.isfinite(pg_loss)
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            self.updates += 1
+        return {
+            "actor/pg_loss": pg_loss / self.world_size,
+            "actor/kl": kl / self.world_size,
+            "actor/clipfrac": clipfrac / max(1.0, global_tokens),
+            "actor/ppo_kl": ppo_kl / max(1.0, global_tokens),
+            "actor/grad_norm": grad_norm if math.isfinite(grad_norm) else 0.0,
+            "actor/skipped_updates": float(skipped),
+        }
+
+    def _stack(self, rows: list[torch.Tensor | None], width: int) -> torch.Tensor:
+        out = torch.zeros((len(rows), width), dtype=torch.float32)
+        for i, row in enumerate(rows):
+            if row is not None:
+                out[i, : len(row)] = row
+        return out.to(self.device)
+
+    # -- weights out ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full weights at rank 0 (None elsewhere); every rank must be called."""
+        state = full_state_dict(self.policy)
+        return state if self.rank == 0 else None
+
+    def save(self, directory: str) -> str | None:
+        """A from_pretrained-loadable folder (weights, config, processor), written at rank 0."""
+        state = full_state_dict(self.policy)
+        if self.rank != 0:
+            return None
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.policy.save_pretrained(out, state_dict=state)
+        self.processor.save_pretrained(out)
+        return str(out)
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def learner_env() -> dict[str, str]:
+    """Environment for learner actors: quiet gloo, no tokenizer thread pools fighting for cores."""
+    return {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -1,0 +1,87 @@
+"""Where the roles go: one Ray placement group per role, and a clear error when they cannot go.
+
+Ray waits forever for resources it does not have; a user would see a hung job. So the demand of
+every role is checked against the cluster before anything is created, and placement groups are
+awaited with a deadline, after which the error names the role and what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from anomalyr1.platform.recipe import Recipe
+
+
+class PlacementError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RoleDemand:
+    role: str
+    count: int
+    cpus: float
+    gpus: float
+    strategy: Literal["SPREAD", "PACK"]
+    """Rollout workers spread over nodes (independent, throughput scales with nodes); learners
+    pack (their collectives run every forward pass, so they want the fastest links)."""
+
+    def bundle(self) -> dict[str, float]:
+        bundle = {"CPU": self.cpus}
+        if self.gpus:
+            bundle["GPU"] = self.gpus
+        return bundle
+
+    def describe(self) -> str:
+        needs = f"{self.cpus:g} CPU" + (f" + {self.gpus:g} GPU" if self.gpus else "")
+        return f"{self.count} {self.role} x ({needs})"
+
+
+def role_demands(recipe: Recipe) -> list[RoleDemand]:
+    rollout_gpus = recipe.rollout.num_gpus * (recipe.rollout.tensor_parallel_size if recipe.rollout.engine == "vllm" else 1)
+    return [
+        RoleDemand("rollout", recipe.rollout.workers, recipe.rollout.num_cpus, rollout_gpus, "SPREAD"),
+        RoleDemand("reward", recipe.reward.actors, recipe.reward.num_cpus, 0.0, "SPREAD"),
+        RoleDemand("learner", recipe.learner.workers, recipe.learner.num_cpus, recipe.learner.num_gpus, "PACK"),
+    ]
+
+
+def check_capacity(demands: list[RoleDemand], total: dict[str, float]) -> None:
+    """Fail now if the cluster as a whole cannot hold every role at once."""
+    for resource, key in (("CPU", "cpus"), ("GPU", "gpus")):
+        need = sum(d.count * getattr(d, key) for d in demands)
+        have = float(total.get(resource, 0.0))
+        if need > have + 1e-9:
+            parts = ", ".join(d.describe() for d in demands if getattr(d, key))
+            raise PlacementError(f"the recipe needs {need:g} {resource} ({parts}) but the cluster has {have:g} {resource}")
+
+
+def place_roles(demands: list[RoleDemand], timeout_s: float) -> dict[str, object]:
+    """A ready placement group per role; on timeout, names the role Ray could not place."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    groups: dict[str, object] = {}
+    for demand in demands:
+        group = placement_group([demand.bundle()] * demand.count, strategy=demand.strategy, name=f"anomalyr1-{demand.role}")
+        groups[demand.role] = group
+    for demand in demands:
+        ready, _ = ray.wait([groups[demand.role].ready()], timeout=timeout_s)
+        if not ready:
+            available = ray.available_resources()
+            for group in groups.values():
+                remove_placement_group(group)
+            raise PlacementError(
+                f"could not place {demand.describe()} within {timeout_s:g}s "
+                f"(available now: {', '.join(f'{k} {v:g}' for k, v in sorted(available.items()) if k in ('CPU', 'GPU'))}; "
+                "a single actor must fit on one node)"
+            )
+    return groups
+
+
+def release(groups: dict[str, object]) -> None:
+    from ray.util.placement_group import remove_placement_group
+
+    for group in groups.values():
+        remove_placement_group(group)

@@ -1,0 +1,313 @@
+"""The recipe: one typed YAML file per experiment.
+
+Every section is a pydantic model with `extra="forbid"`, so a typo is an error rather than a
+silently ignored key; `load_recipe` turns any problem into a single `RecipeError` line naming the
+key, the value and what was expected, before anything expensive (Ray, torch models) starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TINY_MODEL = "builtin:tiny-qwen2.5-vl"
+"""A model path that builds a tiny random Qwen2.5-VL offline on first use (see models.py)."""
+
+DEFAULT_RECIPE = "tiny_cpu.yaml"
+
+
+class RecipeError(ValueError):
+    """A recipe problem, worded for the user: one line, no traceback needed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str
+    """Local Hugging Face folder, hub id (org/name), or `builtin:tiny-qwen2.5-vl`."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of rollout and reference copies; learners keep fp32 masters (see learner.param_dtype)."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    """flash_attention_2 falls back to sdpa when flash-attn is not installed."""
+    min_pixels: int | None = Field(None, gt=0)
+    """Processor lower bound on image pixels (None: the processor's own setting)."""
+    max_pixels: int | None = Field(None, gt=0)
+    """Processor upper bound on image pixels: fewer pixels, fewer vision tokens."""
+    cache_dir: str = "~/.cache/anomalyr1"
+    """Where builtin models and generated datasets are built on first use."""
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a model folder, a hub id (org/name) or " + TINY_MODEL)
+        if value == TINY_MODEL or Path(value).expanduser().exists():
+            return value
+        if value.startswith("builtin:"):
+            raise ValueError(f"unknown builtin model (expected {TINY_MODEL})")
+        if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value):
+            return value  # a hub id; resolved by transformers where the model loads
+        raise ValueError("no such folder (expected a model folder, a hub id org/name, or " + TINY_MODEL + ")")
+
+
+class SyntheticDataConfig(Section):
+    seed: int = 0
+    datasets: list[str] = ["SynthMVTec", "SynthVisA"]
+    categories_per_dataset: int = Field(2, ge=1)
+    normal_per_category: int = Field(4, ge=1)
+    defective_per_category: int = Field(4, ge=1)
+    image_size: int = Field(112, ge=28)
+
+
+class DataConfig(Section):
+    source: Literal["synthetic", "mmad"] = "synthetic"
+    """`mmad`: an MMAD-format root (mmad.json + images); `synthetic`: generated on first use."""
+    root: str | None = None
+    """The MMAD root. For `synthetic`, where to generate (default: under model.cache_dir)."""
+    synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    datasets: list[str] | None = None
+    """Keep only these datasets (first path part, e.g. MVTec-AD); None keeps all."""
+    question_types: list[str] | None = None
+    """Keep only these question types; None keeps all seven."""
+    max_samples: int | None = Field(None, ge=1)
+    strict: bool = False
+    """Stop at the first broken entry instead of skipping and counting it."""
+    max_image_pixels: int = Field(1000 * 800, ge=28 * 28)
+    """Images are downscaled to at most this many pixels (the paper: 1000x800)."""
+    shuffle_options: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _mmad_needs_root(self) -> "DataConfig":
+        if self.source == "mmad":
+            if not self.root:
+                raise ValueError("root is required when source is mmad (expected the MMAD folder)")
+            if not (Path(self.root).expanduser() / "mmad.json").is_file():
+                raise ValueError(f"root {self.root!r} has no mmad.json (expected the MMAD folder)")
+        return self
+
+
+class PromptConfig(Section):
+    name: Literal["anomalyr1", "mmad_eval"] = "anomalyr1"
+    k_shot: int = Field(0, ge=0)
+    """Normal template images shown before the query image."""
+    domain_knowledge: bool = False
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf", "vllm"] = "hf"
+    workers: int = Field(1, ge=1)
+    n: int = Field(8, ge=2)
+    """G: completions per prompt. GRPO compares completions within a group, so at least 2."""
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    """0 disables top-k."""
+    max_new_tokens: int = Field(256, ge=1)
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per rollout worker; fractions let small recipes share cores."""
+    num_gpus: float = Field(0.0, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+
+
+class RewardTermConfig(Section):
+    name: str
+    """A registered reward (roam, accuracy, format, lr_iad, bbox_iou, ...), `file.py:fn` or `pkg.mod:fn`."""
+    weight: float = 1.0
+    params: dict[str, Any] = {}
+
+
+class RewardConfig(Section):
+    terms: list[RewardTermConfig] = Field(min_length=1)
+    actors: int = Field(1, ge=1)
+    num_cpus: float = Field(0.25, gt=0)
+
+
+class AlgorithmConfig(Section):
+    adv_estimator: str = "grpo"
+    """Any advantage estimator verl registers (grpo, rloo, reinforce_plus_plus, ...)."""
+    norm_adv_by_std: bool = True
+    """GRPO divides by the group's std; False is Dr.GRPO."""
+    policy_loss: str = "vanilla"
+    """Any policy loss verl registers (vanilla = PPO clip, gspo, cispo, ...)."""
+    clip_ratio: float = Field(0.2, gt=0)
+    clip_ratio_low: float | None = None
+    clip_ratio_high: float | None = None
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    kl_coef: float = Field(0.04, ge=0)
+    """beta: weight of the KL-to-reference term in the loss; 0 skips the reference model."""
+    kl_type: Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"] = "low_var_kl"
+    entropy_coeff: float = 0.0
+    ppo_epochs: int = Field(1, ge=1)
+
+    @field_validator("adv_estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        from anomalyr1.platform.grpo import known_adv_estimators
+
+        known = known_adv_estimators()
+        if value not in known:
+            raise ValueError(f"unknown advantage estimator (expected one of {', '.join(sorted(known))})")
+        return value
+
+    @field_validator("policy_loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        from anomalyr1.platform.grpo import known_policy_losses
+
+        known = known_policy_losses()
+        if value not in known:
+            raise ValueError(f"unknown policy loss (expected one of {', '.join(sorted(known))})")
+        return value
+
+
+class LearnerConfig(Section):
+    backend: Literal["fsdp2", "deepspeed"] = "fsdp2"
+    workers: int = Field(1, ge=1)
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0)
+    mini_batch_size: int | None = Field(None, ge=1)
+    """Sequences per optimizer step across all learners; None: one optimizer step per training step."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per forward pass on one learner."""
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    """FSDP2 mixed-precision compute dtype (fp32 master weights are kept either way)."""
+    gradient_checkpointing: bool = False
+    cpu_offload: bool = False
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class TrainerConfig(Section):
+    steps: int = Field(ge=1)
+    prompts_per_step: int = Field(8, ge=1)
+    output_dir: str = "runs/latest"
+    """Metrics (metrics.jsonl), checkpoints (checkpoints/step_N) and the final model (final/) go here."""
+    save_every: int = Field(0, ge=0)
+    """Checkpoint every N steps (0: only the final model)."""
+    seed: int = 0
+    ray_address: str | None = None
+    """None: join the cluster in RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
+    placement_timeout_s: float = Field(60.0, gt=0)
+    """How long to wait for the cluster to place the actors before failing with what is missing."""
+    progress_bar: bool = True
+    torch_threads: int = Field(1, ge=1)
+    """Threads per actor; actors share cores, so oversubscribing them slows everything."""
+
+
+class Recipe(Section):
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    learner: LearnerConfig = LearnerConfig()
+    trainer: TrainerConfig
+
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"--set {assignment!r}: expected key.sub=value")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {assignment!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text else None
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(p) for p in error["loc"]) or "recipe"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{location}: missing (required)"
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{location} = {value!r}: unknown key"
+    if isinstance(value, (dict, list)):
+        return f"{location}: {message}"
+    return f"{location} = {value!r}: {message}"
+
+
+def parse_recipe(raw: Any, origin: str = "recipe", overrides: list[str] = ()) -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "extra_forbidden":
+            section = _section_for(first["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            raise RecipeError(f"{origin}: {_describe(first)} (expected one of: {allowed})") from None
+        raise RecipeError(f"{origin}: {_describe(first)}") from None
+    _check_reward_specs(recipe, origin)
+    return recipe
+
+
+def _check_reward_specs(recipe: Recipe, origin: str) -> None:
+    """Load every reward term once, so a typo in a reward name fails here and not in an actor."""
+    from anomalyr1.rewards import load_reward
+
+    for i, term in enumerate(recipe.reward.terms):
+        try:
+            load_reward(term.name, **term.params)
+        except Exception as exc:  # a user's reward file can fail in any way: it is the recipe's fault
+            raise RecipeError(f"{origin}: reward.terms.{i}.name = {term.name!r}: {exc}") from None
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def load_recipe(path: str | None, overrides: list[str] = ()) -> Recipe:
+    """Read and validate a recipe; `path=None` is the embedded tiny CPU recipe."""
+    if path is None:
+        text = importlib.resources.files("anomalyr1.recipes").joinpath(DEFAULT_RECIPE).read_text()
+        origin = DEFAULT_RECIPE
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise RecipeError(f"{path}: no such recipe file")
+        text, origin = file.read_text(), path
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{origin}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_recipe(raw, origin, overrides)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,85 @@
+"""The reward role: M Ray actors that score completions in parallel, results back in order.
+
+Terms are loaded inside each actor from their specs (a name, `file.py:fn` or `pkg.mod:fn`), so a
+recipe swaps the reward by editing one line. Work is split by prompt group, because group-aware
+terms (lr_iad) need all G completions of a prompt together. Actors run with Ray restarts and task
+retries: a killed actor comes back and its share is scored again, and since scoring is a pure
+function of (completions, sample) nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import ray
+
+from anomalyr1.platform.batch import RolloutGroup
+from anomalyr1.rewards import RewardResult, RewardTerm, combine_rewards
+
+
+@dataclass
+class ScoredShare:
+    results: list[list[RewardResult]]
+    compute_s: float
+
+
+class RewardActor:
+    def __init__(self, terms: list[dict]):
+        self.reward = combine_rewards([RewardTerm(spec=t["name"], weight=t["weight"], params=t["params"]) for t in terms])
+
+    def score(self, jobs: list[tuple[list[str], dict]]) -> ScoredShare:
+        start = time.perf_counter()
+        results = [self.reward.score_group(texts, sample) for texts, sample in jobs]
+        return ScoredShare(results=results, compute_s=time.perf_counter() - start)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def reward_inputs(group: RolloutGroup) -> tuple[list[str], dict]:
+    """What a reward sees of a group: the texts, and the sample with the model's input size."""
+    sample = dict(group.sample)
+    extra = dict(sample.get("extra") or {})
+    if group.model_input_size is not None:
+        extra["input_size"] = list(group.model_input_size)
+    sample["extra"] = extra
+    return group.texts, sample
+
+
+@dataclass
+class PendingScores:
+    refs: list[ray.ObjectRef]
+    slices: list[list[int]]
+    size: int
+
+
+class RewardPool:
+    def __init__(self, actors: list):
+        self.actors = actors
+        self._next = 0
+
+    def submit(self, groups: list[RolloutGroup]) -> PendingScores:
+        """Spread the groups over the actors (round-robin from where the last batch stopped)."""
+        shares: dict[int, list[int]] = {}
+        for index in range(len(groups)):
+            shares.setdefault((self._next + index) % len(self.actors), []).append(index)
+        self._next = (self._next + len(groups)) % len(self.actors)
+        refs, slices = [], []
+        for actor_index, indices in shares.items():
+            refs.append(self.actors[actor_index].score.remote([reward_inputs(groups[i]) for i in indices]))
+            slices.append(indices)
+        return PendingScores(refs=refs, slices=slices, size=len(groups))
+
+    @staticmethod
+    def gather(pending: PendingScores) -> tuple[list[list[RewardResult]], float]:
+        """Results in the submitted order, and the longest actor compute time."""
+        ordered: list[list[RewardResult] | None] = [None] * pending.size
+        longest = 0.0
+        for share, indices in zip(ray.get(pending.refs), pending.slices):
+            longest = max(longest, share.compute_s)
+            for index, results in zip(indices, share.results):
+                ordered[index] = results
+        return ordered, longest

@@ -1,0 +1,59 @@
+"""The rollout role: a Ray actor that turns Samples into G completions each.
+
+Prompt building, image loading and processing happen here, next to the engine, so the driver
+only ships small Sample dicts out and gets token ids, pixels and texts back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from anomalyr1.data_pipelines.schema import Sample
+from anomalyr1.platform.batch import RolloutGroup
+from anomalyr1.platform.encoding import encode_prompt
+from anomalyr1.platform.models import load_processor, resolve_model_path
+from anomalyr1.platform.recipe import Recipe
+from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+
+
+@dataclass
+class RolloutResult:
+    groups: list[RolloutGroup]
+    compute_s: float
+    tokens: int
+
+
+class RolloutWorker:
+    def __init__(self, rank: int, recipe: dict):
+        self.rank = rank
+        self.recipe = Recipe.model_validate(recipe)
+        torch.set_num_threads(self.recipe.trainer.torch_threads)
+        model = self.recipe.model
+        path = resolve_model_path(model)
+        self.processor = load_processor(path, model.min_pixels, model.max_pixels)
+        use_cuda = self.recipe.rollout.num_gpus > 0 and torch.cuda.is_available()
+        if self.recipe.rollout.engine == "vllm":
+            from anomalyr1.platform.rollout.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(path, self.processor.tokenizer, self.recipe)
+        else:
+            device = "cuda" if use_cuda else "cpu"
+            self.engine = HFEngine(path, self.processor.tokenizer, model.dtype, model.attn_implementation, device)
+
+    def generate(self, samples: list[dict], sampling: SamplingSettings) -> RolloutResult:
+        start = time.perf_counter()
+        prompts = [
+            encode_prompt(self.processor, Sample.from_dict(s), self.recipe.prompt, self.recipe.data.max_image_pixels)
+            for s in samples
+        ]
+        groups = self.engine.generate(prompts, sampling)
+        tokens = sum(len(r) for g in groups for r in g.responses)
+        return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, tokens=tokens)
+
+    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
+        start = time.perf_counter()
+        self.engine.update_weights(state)
+        return time.perf_counter() - start
