@@ -82,6 +82,7 @@ class Trainer:
         )
         self.step = 0
         self.groups: dict[str, object] = {}
+        self._sync_checked = False
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -221,6 +222,17 @@ class Trainer:
         refs = [learner.state_dict.remote() for learner in self.learners]
         ray.get([worker.update_weights.remote(refs[0]) for worker in self.rollout_workers] + refs[1:])
         times.sync_s = time.perf_counter() - start
+        if not self._sync_checked:
+            self._check_sync()
+            self._sync_checked = True
+
+    def _check_sync(self) -> None:
+        """Once per run: the rollout workers hold exactly the learners' weights."""
+        learner_print = ray.get([learner.fingerprint.remote() for learner in self.learners])[0]
+        tolerance = 1e-6 if self.recipe.model.dtype == "float32" else 1e-2  # rollout copies may be cast down
+        for rank, value in enumerate(ray.get([w.fingerprint.remote() for w in self.rollout_workers])):
+            if abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
+                raise RuntimeError(f"weight sync failed: rollout worker {rank} fingerprint {value} != learners' {learner_print}")
 
     def step_metrics(self, groups, scores, update_metrics, times: StepTimes, step_s: float) -> dict[str, float]:
         flat = [r for group_results in scores for r in group_results]

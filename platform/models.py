@@ -60,6 +60,12 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
             **kwargs,
         )
 
+    def to_dict(self) -> dict:
+        """Saved under the stock class name, so AutoProcessor loads our outputs where torchvision exists."""
+        output = super().to_dict()
+        output["processor_class"] = Qwen2_5_VLProcessor.__name__
+        return output
+
 
 def _build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -182,3 +188,13 @@ def load_policy(path: str, dtype: str = "float32", attn_implementation: str = "s
         path, dtype=getattr(torch, dtype), attn_implementation=attention_backend(attn_implementation)
     )
     return model.to(device)
+
+
+def fingerprint(named_tensors) -> float:
+    """A cheap checksum of floating weights: equal on two roles means the sync really landed."""
+    total = 0.0
+    for _name, tensor in sorted(named_tensors):
+        if tensor.is_floating_point():
+            total += float(tensor.detach().double().abs().sum())
+    return total
+

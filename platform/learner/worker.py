@@ -22,7 +22,7 @@ import torch.distributed as dist
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
 from anomalyr1.platform.grpo import LossSettings, policy_objective
 from anomalyr1.platform.learner.fsdp import full_state_dict, shard_blocks
-from anomalyr1.platform.models import load_policy, load_processor, resolve_model_path, suppressed_token_ids
+from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 
 
@@ -243,6 +243,10 @@ class LearnerWorker:
         """Full weights at rank 0 (None elsewhere); every rank must be called."""
         state = full_state_dict(self.policy)
         return state if self.rank == 0 else None
+
+    def fingerprint(self) -> float | None:
+        state = full_state_dict(self.policy)
+        return fingerprint(state.items()) if self.rank == 0 else None
 
     def save(self, directory: str) -> str | None:
         """A from_pretrained-loadable folder (weights, config, processor), written at rank 0."""

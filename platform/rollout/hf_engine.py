@@ -98,3 +98,7 @@ class HFEngine:
         _missing, unexpected = self.model.load_state_dict(state, strict=False)  # partial (bucketed) updates are fine
         if unexpected:
             raise ValueError(f"weight update has unknown tensors: {unexpected[:5]}")
+
+    def named_weights(self):
+        return self.model.state_dict().items()
+

@@ -14,7 +14,7 @@ import torch
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import encode_prompt
-from anomalyr1.platform.models import load_processor, resolve_model_path
+from anomalyr1.platform.models import fingerprint, load_processor, resolve_model_path
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
 
@@ -57,3 +57,7 @@ class RolloutWorker:
         start = time.perf_counter()
         self.engine.update_weights(state)
         return time.perf_counter() - start
+
+    def fingerprint(self) -> float:
+        return fingerprint(self.engine.named_weights())
+

@@ -1,0 +1,64 @@
+"""The tiny model and the rollout/learner agreement on log-probs."""
+
+import torch
+from PIL import Image
+
+from anomalyr1.data_pipelines import load_mmad
+from anomalyr1.platform.batch import collate, response_log_probs
+from anomalyr1.platform.encoding import encode_prompt
+from anomalyr1.platform.models import VISION_SPECIAL_TOKENS, load_policy, load_processor, suppressed_token_ids
+from anomalyr1.platform.recipe import PromptConfig
+from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+
+
+def test_tiny_model_is_an_ordinary_hf_folder(tiny_model):
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+    for token in VISION_SPECIAL_TOKENS:
+        assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+
+def test_learner_log_probs_match_the_sampling_distribution(tiny_model, synthetic_root):
+    """Log-probs recomputed by a forward pass equal generate's own scores (same masking and temperature)."""
+    processor = load_processor(tiny_model)
+    samples = load_mmad(synthetic_root).samples[:3]
+    prompts = [encode_prompt(processor, s, PromptConfig(), 112 * 112) for s in samples]
+    engine = HFEngine(tiny_model, processor.tokenizer)
+    temperature = 0.7
+    sampling = SamplingSettings(n=4, temperature=temperature, max_new_tokens=16, seed=3)
+    groups = engine.generate(prompts, sampling)
+    assert [len(g.responses) for g in groups] == [4, 4, 4]
+    suppressed = set(suppressed_token_ids(processor.tokenizer))
+    assert not any(t in suppressed for g in groups for r in g.responses for t in r)
+
+    # generate's scores for the same draw, through the same left-padded batch
+    torch.manual_seed(3)
+    width = max(len(p.prompt_ids) for p in prompts)
+    ids = torch.full((3, width), processor.tokenizer.pad_token_id)
+    attention = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p.prompt_ids):] = torch.tensor(p.prompt_ids)
+        attention[row, width - len(p.prompt_ids):] = 1
+    out = engine.model.generate(
+        input_ids=ids, attention_mask=attention, mm_token_type_ids=(ids == engine.image_token_id).int(),
+        pixel_values=torch.cat([p.pixel_values for p in prompts]), image_grid_thw=torch.cat([p.image_grid_thw for p in prompts]),
+        do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=16, num_return_sequences=4,
+        suppress_tokens=engine.suppressed, eos_token_id=engine.eos_ids, pad_token_id=engine.pad_id,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    scores = torch.stack(out.scores, 1).log_softmax(-1)
+
+    model = load_policy(tiny_model)
+    items = [(g, r) for g in groups for r in g.responses]
+    batch = collate(items, processor.tokenizer.pad_token_id, model.config.image_token_id)
+    with torch.no_grad():
+        recomputed = response_log_probs(model(**batch.inputs).logits, batch, sorted(suppressed), temperature)
+    for row, (_, response) in enumerate(items):
+        assert response == out.sequences[row, width: width + len(response)].tolist()
+        expected = scores[row, torch.arange(len(response)), torch.tensor(response)]
+        assert torch.allclose(recomputed[row, : len(response)], expected, atol=1e-4), (row, (recomputed[row, :len(response)] - expected).abs().max())
