@@ -16,6 +16,15 @@ from anomalyr1.platform.recipe import Recipe, load_recipe
 REPO = Path(__file__).resolve().parents[1]
 
 
+LEARNABLE_REWARD = str(REPO / "tests" / "fixtures" / "token_reward.py") + ":contains_target"
+"""A reward term spec (file.py:fn) that a random tiny model can learn; see the fixture file."""
+
+
+@pytest.fixture(scope="session")
+def learnable_reward() -> str:
+    return f"reward.terms=[{{name: '{LEARNABLE_REWARD}', weight: 1.0}}]"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("anomalyr1-cache")

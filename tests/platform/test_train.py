@@ -9,8 +9,6 @@ from safetensors.torch import load_file
 from anomalyr1.platform.driver import Trainer
 from anomalyr1.platform.metrics import read_metrics
 
-FIXTURE_REWARD = str(Path(__file__).resolve().parents[1] / "fixtures" / "token_reward.py") + ":contains_target"
-
 REQUIRED_METRICS = {
     "reward/mean", "reward/std", "reward/contains_target", "actor/pg_loss", "actor/kl", "actor/clipfrac",
     "actor/grad_norm", "response_length/mean", "timing/rollout_s", "timing/reward_s", "timing/learner_s",
@@ -25,13 +23,13 @@ def _run(recipe):
 
 
 @pytest.mark.parametrize("workers", [2, 1], ids=["2x2x2", "1x1x1"])
-def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, workers):
+def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnable_reward, workers):
     recipe = tiny_recipe(
         "trainer.steps=3",
         f"rollout.workers={workers}",
         f"reward.actors={workers}",
         f"learner.workers={workers}",
-        f"reward.terms=[{{name: '{FIXTURE_REWARD}', weight: 1.0}}]",
+        learnable_reward,
         "trainer.prompts_per_step=4",
     )
     trainer, final, metrics = _run(recipe)

@@ -1,0 +1,133 @@
+"""Prompt builders and option shuffling."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from anomalyr1.data_pipelines.errors import DataError
+from anomalyr1.data_pipelines.mmad import load_mmad
+from anomalyr1.data_pipelines.prompts import (
+    PROMPTS,
+    PromptSpec,
+    build_prompt,
+    format_options,
+    shuffle_options,
+)
+from anomalyr1.data_pipelines.schema import Sample
+
+
+@pytest.fixture(scope="module")
+def samples(synth_root: Path) -> list[Sample]:
+    return load_mmad(synth_root, strict=True).samples
+
+
+@pytest.fixture(scope="module")
+def sample(samples: list[Sample]) -> Sample:
+    """A four-option defect question."""
+    return next(s for s in samples if len(s.options) == 4 and not s.is_normal)
+
+
+def items(spec: PromptSpec) -> list[dict[str, str]]:
+    return [item for message in spec.messages for item in message["content"]]
+
+
+def text_of(spec: PromptSpec) -> str:
+    return "\n".join(item["text"] for item in items(spec) if item["type"] == "text")
+
+
+def test_format_options() -> None:
+    assert format_options({"A": "Yes", "B": "No"}) == "A. Yes\nB. No"
+
+
+def test_shuffle_keeps_the_right_text_and_reletters(samples: list[Sample]) -> None:
+    rng = random.Random(0)
+    for sample in samples:
+        shuffled = shuffle_options(sample, rng)
+        assert list(shuffled.options) == list("ABCD"[: len(sample.options)])
+        assert sorted(shuffled.options.values()) == sorted(sample.options.values())
+        assert shuffled.options[shuffled.answer] == sample.options[sample.answer]
+        assert replace(shuffled, options=sample.options, answer=sample.answer) == sample
+
+
+def test_shuffle_follows_the_answer_letter_even_with_repeated_texts(sample: Sample) -> None:
+    twins = replace(sample, options={"A": "same", "B": "same", "C": "other"}, answer="B")
+    for seed in range(20):
+        shuffled = shuffle_options(twins, random.Random(seed))
+        assert shuffled.options[shuffled.answer] == "same"
+        assert sorted(shuffled.options.values()) == ["other", "same", "same"]
+
+
+def test_shuffle_is_deterministic_for_a_seed_and_varies_across_seeds(sample: Sample) -> None:
+    orders = [tuple(shuffle_options(sample, random.Random(seed)).options.values())
+              for seed in range(12)]
+    assert orders == [tuple(shuffle_options(sample, random.Random(seed)).options.values())
+                      for seed in range(12)]
+    assert len(set(orders)) > 3
+    assert len({shuffle_options(sample, random.Random(s)).answer for s in range(12)}) > 1
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+@pytest.mark.parametrize("k_shot", [0, 1, 3])
+def test_placeholders_match_images(sample: Sample, name: str, k_shot: int) -> None:
+    spec = build_prompt(sample, name, k_shot=k_shot)
+    placeholders = [item for item in items(spec) if item["type"] == "image"]
+    assert len(placeholders) == len(spec.images) == k_shot + 1
+    assert spec.images == [*sample.reference_images[:k_shot], sample.image]
+    assert all(m["role"] in ("system", "user") for m in spec.messages)
+    json.dumps(spec.messages)  # plain data, safe to ship to Ray workers
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_texts_are_kept_apart(sample: Sample, name: str) -> None:
+    """Chat templates concatenate content items; each text but the last ends its line."""
+    content = items(build_prompt(sample, name, k_shot=1, domain_knowledge=True))
+    assert all(i["text"].endswith("\n") for i in content[:-1] if i["type"] == "text")
+    assert content[-1]["type"] == "text" and not content[-1]["text"].endswith("\n")
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_question_and_options_appear(sample: Sample, name: str) -> None:
+    text = text_of(build_prompt(sample, name))
+    assert sample.question in text
+    assert format_options(sample.options) in text
+
+
+def test_anomalyr1_asks_for_think_and_one_letter_answer(sample: Sample) -> None:
+    text = text_of(build_prompt(sample, "anomalyr1"))
+    assert "<think> </think>" in text and "<answer> </answer>" in text
+    assert "one option letter only" in text
+
+
+def test_mmad_eval_is_an_inspector_answering_with_a_letter(sample: Sample) -> None:
+    text = text_of(build_prompt(sample, "mmad_eval", k_shot=1))
+    assert "industrial inspector" in text
+    assert "option's letter" in text
+    assert "template" in text
+    assert "<think>" not in text
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_domain_knowledge_only_when_asked(sample: Sample, name: str) -> None:
+    knowledge = sample.extra["domain_knowledge"]
+    assert knowledge not in text_of(build_prompt(sample, name))
+    assert knowledge in text_of(build_prompt(sample, name, domain_knowledge=True))
+    bare = replace(sample, extra={})
+    with pytest.raises(DataError, match="no domain knowledge"):
+        build_prompt(bare, name, domain_knowledge=True)
+
+
+def test_more_shots_than_templates_is_an_error(sample: Sample) -> None:
+    with pytest.raises(DataError, match=f"{sample.id}: a 5-shot prompt needs 5"):
+        build_prompt(sample, "mmad_eval", k_shot=5)
+
+
+def test_bad_name_or_k_is_refused(sample: Sample) -> None:
+    with pytest.raises(ValueError, match="anomalyr1"):
+        build_prompt(sample, "nope")
+    with pytest.raises(ValueError, match="k_shot"):
+        build_prompt(sample, "anomalyr1", k_shot=-1)
