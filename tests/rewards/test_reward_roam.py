@@ -98,5 +98,7 @@ def test_phi_rewards_agreement_with_reference_reasoning() -> None:
 def test_bad_parameters_are_rejected() -> None:
     with pytest.raises(ValueError, match="reasoning_weight"):
         load_reward("roam", reasoning_weight=-1.0)
+    with pytest.raises(ValueError, match="finite"):
+        load_reward("roam", both_right=float("inf"))
     with pytest.raises(ValueError, match="extractor"):
         load_reward("roam", extractor="fuzzy")

@@ -1,0 +1,76 @@
+"""Image files: the one place that opens them, so a bad file always fails the same way (a
+DataError naming its path) whether it is found while loading MMAD or while building a prompt."""
+
+from __future__ import annotations
+
+import math
+from os import PathLike
+
+from PIL import Image
+
+from anomalyr1.data_pipelines.errors import DataError
+
+PAPER_MAX_PIXELS = 1000 * 800
+"""AnomalyR1 capped images at 1000x800; as an area budget this keeps the same token cost."""
+
+BBox = tuple[float, float, float, float]
+
+
+def _open(path: str | PathLike[str]) -> Image.Image:
+    try:
+        return Image.open(path)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: image file not found") from exc
+    except Exception as exc:  # PIL raises many unrelated types for damaged files
+        raise DataError(f"{path}: not a readable image ({exc})") from exc
+
+
+def image_size(path: str | PathLike[str]) -> tuple[int, int]:
+    """(width, height) of a readable image, checked without decoding pixels: verify() reads
+    chunks and checksums only, which keeps checking all of MMAD's 8k images cheap."""
+    with _open(path) as image:
+        size = image.size
+        try:
+            image.verify()
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable image ({exc})") from exc
+    return size
+
+
+def load_image(path: str | PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """An RGB image, shrunk (aspect kept) so width*height <= max_pixels: huge inspection photos
+    would otherwise cost thousands of vision tokens each."""
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    with _open(path) as raw:
+        try:
+            image = raw.convert("RGB")
+        except Exception as exc:  # truncated data only shows when pixels are decoded
+            raise DataError(f"{path}: not a readable image ({exc})") from exc
+    width, height = image.size
+    if max_pixels is None or width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    # Rounding down keeps the product under budget; the clamps only bite for extreme aspect
+    # ratios, where one side would otherwise round to zero.
+    new_width = min(max(1, math.floor(width * scale)), max_pixels)
+    new_height = max(1, min(math.floor(height * scale), max_pixels // new_width))
+    return image.resize((new_width, new_height), Image.Resampling.LANCZOS)
+
+
+def mask_bbox(path: str | PathLike[str], image_size: tuple[int, int]) -> BBox | None:
+    """The box [x1, y1, x2, y2) around a mask's nonzero pixels, in the image's pixels (a mask
+    stored at another resolution is scaled); None for an empty mask."""
+    with _open(path) as raw:
+        try:
+            # Colour masks (DS-MVTec's rbg_mask) count a pixel when any band is set.
+            mask = raw if raw.mode in ("1", "L", "RGB") else raw.convert("RGB")
+            box = mask.getbbox()
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable mask ({exc})") from exc
+        mask_width, mask_height = raw.size
+    if box is None:
+        return None
+    sx, sy = image_size[0] / mask_width, image_size[1] / mask_height
+    x1, y1, x2, y2 = box
+    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
