@@ -1,0 +1,104 @@
+"""Recipes: typed, overridable, and a bad one fails with one line before Ray starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anomalyr1.platform import cli
+from anomalyr1.platform.recipe import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, **sections) -> str:
+    raw = yaml.safe_load((REPO / "recipes" / "tiny_cpu.yaml").read_text())
+    for dotted, value in sections.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is DELETE:
+            node.pop(leaf)
+        else:
+            node[leaf] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+DELETE = object()
+
+BAD_RECIPES = [
+    ({"trainer__stepz": 10}, ["trainer.stepz", "unknown key", "expected one of", "steps"]),
+    ({"trainer__steps": "ten"}, ["trainer.steps", "'ten'", "integer"]),
+    ({"rollout__n": 1}, ["rollout.n", "1", "greater than or equal to 2"]),
+    ({"model__path": "/no/such/model"}, ["model.path", "/no/such/model", "no such folder"]),
+    ({"model__path": DELETE}, ["model.path", "missing"]),
+    ({"rollout__engine": "sglang"}, ["rollout.engine", "'sglang'", "'hf' or 'vllm'"]),
+    ({"algorithm__adv_estimator": "gae"}, ["algorithm.adv_estimator", "'gae'", "expected one of", "grpo"]),
+    ({"reward__terms": [{"name": "no_such_reward"}]}, ["reward.terms.0.name", "no_such_reward"]),
+    ({"data__source": "mmad"}, ["data", "root is required"]),
+    ({"learner__lr": -1}, ["learner.lr", "-1", "greater than 0"]),
+]
+
+
+@pytest.mark.parametrize("change,expected", BAD_RECIPES, ids=[next(iter(c)) for c, _ in BAD_RECIPES])
+def test_bad_recipe_message_names_key_value_and_expectation(tmp_path, change, expected):
+    path = write(tmp_path, **change)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_cli_rejects_bad_recipe_before_ray(tmp_path, capsys, monkeypatch, command):
+    import anomalyr1.platform.driver as driver
+
+    monkeypatch.setattr(driver, "connect_ray", lambda recipe: pytest.fail("Ray started for a bad recipe"))
+    code = cli.main([command, write(tmp_path, rollout__n=1)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith("error: ") and "rollout.n = 1" in err
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalyr1.platform.cli", "train", write(tmp_path, trainer__stepz=3)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "trainer.stepz" in lines[0], result.stderr
+    assert "Started a local Ray" not in result.stderr + result.stdout
+
+
+def test_overrides_and_embedded_default():
+    recipe = load_recipe(None, ["trainer.steps=3", "rollout.n=4", "reward.terms=[{name: accuracy}]"])
+    assert (recipe.trainer.steps, recipe.rollout.n, recipe.reward.terms[0].name) == (3, 4, "accuracy")
+    with pytest.raises(RecipeError, match="--set"):
+        load_recipe(None, ["trainer.steps"])
+
+
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "anomalyr1.yaml", "grpo_classic.yaml", "lr_iad.yaml"])
+def test_shipped_recipes_validate(name):
+    # the paper's model and MMAD are not downloaded in tests
+    overrides = ["model.path=builtin:tiny-qwen2.5-vl", "data.source=synthetic", "data.root=null"]
+    recipe = load_recipe(str(REPO / "recipes" / name), overrides)
+    assert recipe.rollout.n >= 2
+
+
+def test_paper_recipe_carries_the_paper_settings():
+    recipe = load_recipe(str(REPO / "recipes" / "anomalyr1.yaml"), ["model.path=builtin:tiny-qwen2.5-vl", "data.source=synthetic", "data.root=null"])
+    raw = yaml.safe_load((REPO / "recipes" / "anomalyr1.yaml").read_text())
+    assert raw["model"]["path"] == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert (recipe.rollout.n, recipe.trainer.prompts_per_step, recipe.trainer.steps) == (8, 8, 1000)
+    assert (recipe.algorithm.clip_ratio, recipe.algorithm.kl_type) == (0.2, "low_var_kl")
+    assert recipe.rollout.engine == "vllm" and recipe.learner.backend == "fsdp2" and recipe.learner.num_gpus >= 1
+    assert [t.name for t in recipe.reward.terms] == ["roam", "accuracy"]
