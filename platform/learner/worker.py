@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
 from anomalyr1.platform.grpo import LossSettings, policy_objective
-from anomalyr1.platform.learner.fsdp import full_state_dict, shard_blocks
+from anomalyr1.platform.learner.fsdp import full_state_dict, gather_full_weights, shard_blocks
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 
@@ -240,9 +240,8 @@ class LearnerWorker:
     # -- weights out ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Full weights at rank 0 (None elsewhere); every rank must be called."""
-        state = full_state_dict(self.policy)
-        return state if self.rank == 0 else None
+        """Full weights at rank 0 (None elsewhere), in the rollout's dtype; every rank must be called."""
+        return gather_full_weights(self.policy, getattr(torch, self.recipe.model.dtype))
 
     def fingerprint(self) -> float | None:
         state = full_state_dict(self.policy)
