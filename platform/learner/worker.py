@@ -149,14 +149,18 @@ class LearnerWorker:
         """One training step on this rank's share; `total_sequences` counts all ranks' shares."""
         start = time.perf_counter()
         self.policy.train()
-        for sequence, old in zip(sequences, self.log_probs(sequences)):
-            sequence.old_log_prob = old
-        if self.reference is not None:
-            for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
-                sequence.ref_log_prob = ref
         learner = self.recipe.learner
         mini_batch = learner.mini_batch_size or total_sequences
         steps_per_epoch = max(1, math.ceil(total_sequences / mini_batch))
+        if self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1:
+            # Only then does the policy move before a sequence is trained on; with a single
+            # optimizer step the old policy is the current one and its log-probs are taken from
+            # the training pass itself (detached), saving a forward pass, as verl does.
+            for sequence, old in zip(sequences, self.log_probs(sequences)):
+                sequence.old_log_prob = old
+        if self.reference is not None:
+            for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
+                sequence.ref_log_prob = ref
         rng = random.Random(seed * 1000 + self.rank)
         totals: dict[str, float] = {}
         for _epoch in range(self.recipe.algorithm.ppo_epochs):
@@ -191,10 +195,11 @@ class LearnerWorker:
             if any(s.extras.get("blank") for s in micro):
                 batch.response_mask = torch.zeros_like(batch.response_mask)
             width = batch.responses.shape[1]
-            old = self._stack([s.old_log_prob for s in micro], width)
             ref = self._stack([s.ref_log_prob for s in micro], width) if self.reference is not None else None
             advantages = torch.tensor([s.advantage for s in micro], device=self.device).unsqueeze(1) * batch.response_mask
             log_prob = self._log_probs(self.policy, batch)
+            on_policy = all(s.old_log_prob is None for s in micro)
+            old = log_prob.detach() if on_policy else self._stack([s.old_log_prob for s in micro], width)
             parts = policy_objective(
                 self.settings,
                 log_prob=log_prob,
