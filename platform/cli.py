@@ -45,6 +45,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from anomalyr1.platform.recipe import recipe_keys
+
+    print("| key | default | meaning |\n|---|---|---|")
+    for key, default, description in recipe_keys():
+        print(f"| `{key}` | `{default}` | {description.replace('|', '/')} |")
+    return 0
+
+
 def cmd_build_tiny_model(args) -> int:
     from anomalyr1.platform.models import build_tiny_qwen2_5_vl
 
@@ -69,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run a recipe")
     _recipe_args(train)
     train.set_defaults(run=cmd_train)
+    keys = commands.add_parser("keys", help="print every recipe key with its default and meaning (Markdown)")
+    keys.set_defaults(run=cmd_keys)
     tiny = commands.add_parser("build-tiny-model", help="write a tiny random Qwen2.5-VL (offline)")
     tiny.add_argument("out")
     tiny.add_argument("--seed", type=int, default=0)

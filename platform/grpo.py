@@ -84,7 +84,6 @@ class LossSettings:
     loss_agg_mode: str = "token-mean"
     kl_coef: float = 0.0
     kl_type: str = "low_var_kl"
-    entropy_coeff: float = 0.0
     rollout_n: int = 8
 
 

@@ -27,7 +27,7 @@ class RecipeError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(Section):
@@ -60,11 +60,17 @@ class ModelConfig(Section):
 
 class SyntheticDataConfig(Section):
     seed: int = 0
+    """Same seed and sizes, same files: the generated set is cached by these settings."""
     datasets: list[str] = ["SynthMVTec", "SynthVisA"]
+    """Names of the generated datasets (the first path part, like MMAD's DS-MVTec)."""
     categories_per_dataset: int = Field(2, ge=1)
+    """Object categories per dataset (bottle, screw, ... drawn as simple shapes)."""
     normal_per_category: int = Field(4, ge=1)
+    """Normal query images per category."""
     defective_per_category: int = Field(4, ge=1)
+    """Defective query images per category (scratch, hole, crack ... with mask and box)."""
     image_size: int = Field(112, ge=28)
+    """Square image side in pixels."""
 
 
 class DataConfig(Section):
@@ -78,12 +84,15 @@ class DataConfig(Section):
     question_types: list[str] | None = None
     """Keep only these question types; None keeps all seven."""
     max_samples: int | None = Field(None, ge=1)
+    """Stop reading after this many questions (quick runs on a big set)."""
     strict: bool = False
     """Stop at the first broken entry instead of skipping and counting it."""
     max_image_pixels: int = Field(1000 * 800, ge=28 * 28)
     """Images are downscaled to at most this many pixels (the paper: 1000x800)."""
     shuffle_options: bool = True
+    """Reorder each question's options (answer letter follows) so the policy cannot learn positions."""
     seed: int = 0
+    """Seed of the prompt order and of the option shuffles."""
 
     @model_validator(mode="after")
     def _mmad_needs_root(self) -> "DataConfig":
@@ -97,39 +106,54 @@ class DataConfig(Section):
 
 class PromptConfig(Section):
     name: Literal["anomalyr1", "mmad_eval"] = "anomalyr1"
+    """anomalyr1: reason in <think>, one letter in <answer>; mmad_eval: MMAD's inspector prompt."""
     k_shot: int = Field(0, ge=0)
     """Normal template images shown before the query image."""
     domain_knowledge: bool = False
+    """Add the category's domain knowledge text (domain_knowledge.json) to the prompt."""
 
 
 class RolloutConfig(Section):
     engine: Literal["hf", "vllm"] = "hf"
+    """hf: transformers generate (CPU or GPU); vllm: a vLLM engine per worker (GPU)."""
     workers: int = Field(1, ge=1)
+    """Rollout worker actors; prompts are split between them and generated in parallel."""
     n: int = Field(8, ge=2)
     """G: completions per prompt. GRPO compares completions within a group, so at least 2."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature; learners use the same one for log-probs."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
     top_k: int = Field(0, ge=0)
     """0 disables top-k."""
     max_new_tokens: int = Field(256, ge=1)
+    """Longest completion; longer ones are cut (response_length/clip_frac counts them)."""
     num_cpus: float = Field(1.0, gt=0)
     """CPUs reserved per rollout worker; fractions let small recipes share cores."""
     num_gpus: float = Field(0.0, ge=0)
+    """GPUs per rollout worker (per tensor-parallel rank for vllm)."""
     tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor parallelism per worker."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    """Share of a GPU's memory vLLM may take."""
 
 
 class RewardTermConfig(Section):
     name: str
     """A registered reward (roam, accuracy, format, lr_iad, bbox_iou, ...), `file.py:fn` or `pkg.mod:fn`."""
     weight: float = 1.0
+    """The term's weight in the summed reward."""
     params: dict[str, Any] = {}
+    """Keyword parameters of the reward (e.g. roam's both_right, lr_iad's alpha and gamma)."""
 
 
 class RewardConfig(Section):
     terms: list[RewardTermConfig] = Field(min_length=1)
+    """Summed with their weights; every term (and its sub-scores) becomes a reward/<name> metric."""
     actors: int = Field(1, ge=1)
+    """Reward actors; groups are spread over them and scored in parallel."""
     num_cpus: float = Field(0.25, gt=0)
+    """CPUs reserved per reward actor."""
 
 
 class AlgorithmConfig(Section):
@@ -140,14 +164,19 @@ class AlgorithmConfig(Section):
     policy_loss: str = "vanilla"
     """Any policy loss verl registers (vanilla = PPO clip, gspo, cispo, ...)."""
     clip_ratio: float = Field(0.2, gt=0)
+    """PPO clip epsilon on the importance ratio."""
     clip_ratio_low: float | None = None
+    """Lower clip epsilon when asymmetric (DAPO's clip-higher); None: clip_ratio."""
     clip_ratio_high: float | None = None
+    """Upper clip epsilon when asymmetric; None: clip_ratio."""
     loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How verl's agg_loss averages token losses (token-mean weighs every token equally)."""
     kl_coef: float = Field(0.04, ge=0)
     """beta: weight of the KL-to-reference term in the loss; 0 skips the reference model."""
     kl_type: Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"] = "low_var_kl"
-    entropy_coeff: float = 0.0
+    """KL estimator; low_var_kl is k3 = pi_ref/pi - log(pi_ref/pi) - 1, as in the paper."""
     ppo_epochs: int = Field(1, ge=1)
+    """Passes over each step's rollouts; more than 1 recomputes old log-probs first."""
 
     @field_validator("adv_estimator")
     @classmethod
@@ -172,11 +201,17 @@ class AlgorithmConfig(Section):
 
 class LearnerConfig(Section):
     backend: Literal["fsdp2", "deepspeed"] = "fsdp2"
+    """How the policy is sharded across learner ranks."""
     workers: int = Field(1, ge=1)
+    """Learner actors: the ranks of one torch.distributed group (gloo on CPU, nccl on GPU)."""
     lr: float = Field(1e-6, gt=0)
+    """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
     grad_clip: float = Field(1.0, gt=0)
+    """Max global gradient norm; a non-finite norm skips the update."""
     mini_batch_size: int | None = Field(None, ge=1)
     """Sequences per optimizer step across all learners; None: one optimizer step per training step."""
     micro_batch_size: int = Field(8, ge=1)
@@ -184,24 +219,32 @@ class LearnerConfig(Section):
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     """FSDP2 mixed-precision compute dtype (fp32 master weights are kept either way)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, more compute."""
     cpu_offload: bool = False
+    """FSDP2 CPU offload of parameters and optimizer state."""
     num_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per learner."""
     num_gpus: float = Field(0.0, ge=0)
+    """GPUs per learner (1 on GPU clusters; 0 trains on CPU with gloo)."""
 
 
 class TrainerConfig(Section):
     steps: int = Field(ge=1)
+    """Training steps (each: prompts_per_step prompts x rollout.n completions)."""
     prompts_per_step: int = Field(8, ge=1)
+    """Prompts drawn per step (the paper: 8)."""
     output_dir: str = "runs/latest"
     """Metrics (metrics.jsonl), checkpoints (checkpoints/step_N) and the final model (final/) go here."""
     save_every: int = Field(0, ge=0)
     """Checkpoint every N steps (0: only the final model)."""
     seed: int = 0
+    """Seed of sampling and of the learners' initialisation and shuffles."""
     ray_address: str | None = None
     """None: join the cluster in RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
     placement_timeout_s: float = Field(60.0, gt=0)
     """How long to wait for the cluster to place the actors before failing with what is missing."""
     progress_bar: bool = True
+    """Console progress bar with reward, KL, length and step time."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
 
@@ -311,3 +354,23 @@ def load_recipe(path: str | None, overrides: list[str] = ()) -> Recipe:
 
 def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def recipe_keys(model: type[BaseModel] = None, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every leaf key: the README's reference is checked against it."""
+    model = model or Recipe
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        nested = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, Section)]
+        key = f"{prefix}{name}"
+        if nested and annotation is not list:
+            sub = nested[0]
+            if getattr(annotation, "__origin__", None) is list:
+                key += ".N"
+            rows += recipe_keys(sub, key + ".")
+        else:
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            rows.append((key, default, field.description or ""))
+    return rows
+

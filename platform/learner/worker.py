@@ -55,7 +55,6 @@ class LearnerWorker:
             loss_agg_mode=algorithm.loss_agg_mode,
             kl_coef=algorithm.kl_coef,
             kl_type=algorithm.kl_type,
-            entropy_coeff=algorithm.entropy_coeff,
             rollout_n=self.recipe.rollout.n,
         )
 
