@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +33,16 @@ from anomalyr1.platform.models import resolve_model_path
 from anomalyr1.platform.placement import check_capacity, place_roles, release, role_demands
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, dump_recipe
-from anomalyr1.platform.reward_pool import RewardActor, RewardPool
+from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout.hf_engine import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
 from anomalyr1.rewards import RewardResult
 
 log = logging.getLogger("anomalyr1")
+
+
+def class_of(sample) -> tuple[str, str, str]:
+    return sample.dataset, sample.category, sample.defect_type
 
 ACTOR_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1"}
 """Actors share cores; thread pools per actor would oversubscribe them."""
@@ -80,6 +85,8 @@ class Trainer:
             top_k=recipe.rollout.top_k,
             max_new_tokens=recipe.rollout.max_new_tokens,
         )
+        self.class_counts = Counter(class_of(s) for s in self.data.samples)
+        """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
         self.step = 0
         self.groups: dict[str, object] = {}
         self._sync_checked = False
@@ -104,14 +111,8 @@ class Trainer:
         self.rollout_workers = [
             rollout_cls.options(**on("rollout", i, by_role["rollout"])).remote(i, raw) for i in range(recipe.rollout.workers)
         ]
-        reward_cls = ray.remote(RewardActor)
         terms = [t.model_dump() for t in recipe.reward.terms]
-        self.reward_pool = RewardPool(
-            [
-                reward_cls.options(max_restarts=3, max_task_retries=3, **on("reward", i, by_role["reward"])).remote(terms)
-                for i in range(recipe.reward.actors)
-            ]
-        )
+        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i, by_role["reward"]))
         learner_cls = ray.remote(LearnerWorker)
         world = recipe.learner.workers
         self.learners = [learner_cls.options(**on("learner", i, by_role["learner"])).remote(i, world, raw) for i in range(world)]
@@ -154,6 +155,7 @@ class Trainer:
         step_start = time.perf_counter()
         times = StepTimes()
         samples = self.prompts.next(self.recipe.trainer.prompts_per_step)  # 1
+        self.class_counts.update(class_of(s) for s in samples)
         groups, scores = self.rollout_and_score(samples, times)  # 2, 3
         sequences = self.advantages(groups, scores)  # 4
         update_metrics = self.update(sequences, times)  # 5
@@ -179,7 +181,7 @@ class Trainer:
             rank = pending[done[0]]
             by_rank[rank] = result.groups
             times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
-            scoring[rank] = self.reward_pool.submit(result.groups)
+            scoring[rank] = self.reward_pool.submit(result.groups, {"class_counts": self.class_records()})
         times.rollout_s = time.perf_counter() - start
         reward_start = time.perf_counter()
         groups, scores = [], []
@@ -190,6 +192,9 @@ class Trainer:
             scores += results
         times.reward_s = time.perf_counter() - reward_start
         return groups, scores
+
+    def class_records(self) -> list[dict]:
+        return [{"dataset": d, "category": c, "defect_type": t, "count": n} for (d, c, t), n in sorted(self.class_counts.items())]
 
     def advantages(self, groups: list[RolloutGroup], scores: list[list[RewardResult]]) -> list[TrainSequence]:
         flat = [(g, i) for g in groups for i in range(len(g.responses))]

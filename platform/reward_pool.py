@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import ray
 
@@ -39,10 +40,11 @@ class RewardActor:
         return os.getpid()
 
 
-def reward_inputs(group: RolloutGroup) -> tuple[list[str], dict]:
-    """What a reward sees of a group: the texts, and the sample with the model's input size."""
+def reward_inputs(group: RolloutGroup, shared: dict | None = None) -> tuple[list[str], dict]:
+    """What a reward sees of a group: the texts, and the sample with the model's input size and
+    the run's shared state (e.g. the class-frequency table lr_iad reads)."""
     sample = dict(group.sample)
-    extra = dict(sample.get("extra") or {})
+    extra = {**(sample.get("extra") or {}), **(shared or {})}
     if group.model_input_size is not None:
         extra["input_size"] = list(group.model_input_size)
     sample["extra"] = extra
@@ -57,11 +59,23 @@ class PendingScores:
 
 
 class RewardPool:
+    MAX_RESTARTS = 3
+    """Restarts per actor (and retries per batch share) before the pool gives up."""
+
     def __init__(self, actors: list):
         self.actors = actors
         self._next = 0
 
-    def submit(self, groups: list[RolloutGroup]) -> PendingScores:
+    @classmethod
+    def start(cls, terms: list[dict], count: int, options: Callable[[int], dict] = lambda i: {}) -> "RewardPool":
+        """`count` actors scoring `terms` (recipe reward terms as dicts); `options(i)` places actor i."""
+        actor = ray.remote(RewardActor)
+        return cls([
+            actor.options(max_restarts=cls.MAX_RESTARTS, max_task_retries=cls.MAX_RESTARTS, **options(i)).remote(terms)
+            for i in range(count)
+        ])
+
+    def submit(self, groups: list[RolloutGroup], shared: dict | None = None) -> PendingScores:
         """Spread the groups over the actors (round-robin from where the last batch stopped)."""
         shares: dict[int, list[int]] = {}
         for index in range(len(groups)):
@@ -69,7 +83,7 @@ class RewardPool:
         self._next = (self._next + len(groups)) % len(self.actors)
         refs, slices = [], []
         for actor_index, indices in shares.items():
-            refs.append(self.actors[actor_index].score.remote([reward_inputs(groups[i]) for i in indices]))
+            refs.append(self.actors[actor_index].score.remote([reward_inputs(groups[i], shared) for i in indices]))
             slices.append(indices)
         return PendingScores(refs=refs, slices=slices, size=len(groups))
 

@@ -14,6 +14,13 @@ f_max) over a class-frequency table. Normal images are one class (`good`) that d
 (76% of MVTec-AD, 89% of VisA), so they get f = 1 and each defect type gets more; keying by
 (dataset, category, defect_type) spreads the same idea over categories. A class absent from
 the table is rarer than any seen and gets f_max.
+
+Where the frequencies come from: seeds (`class_counts`), plus, in `running` mode, the prompts
+seen as training goes. When the platform trains, it owns that running table (the training set
+plus every prompt drawn so far) and passes it as sample["extra"]["class_counts"], a list of
+{dataset, category, defect_type, count} records; then every reward actor scores with the same
+table, and a restarted actor (which lost its own counts) scores exactly as the one it replaced.
+Without it (a reward called on its own) the reward counts what it scores itself.
 """
 
 from __future__ import annotations
@@ -76,11 +83,22 @@ class LrIad(AnswerCheck, Reward):
         """Count samples into the frequency table, e.g. the training set before training."""
         self._counts.update(self.class_of(sample) for sample in samples)
 
-    def rarity(self, sample: Mapping[str, Any]) -> float:
-        counts = [n for n in self._counts.values() if n > 0]
+    def _table(self, sample: Mapping[str, Any]) -> Counter[str]:
+        """The frequency table for this sample: seeds plus the platform's running counts, if given."""
+        shared = _shared_counts(sample)
+        if shared is None:
+            return self._counts
+        table = Counter(self._counts)
+        for record in shared:
+            table[self.class_of(record)] += finite_count(record.get("count"))
+        return table
+
+    def rarity(self, sample: Mapping[str, Any], table: Mapping[str, float] | None = None) -> float:
+        table = self._counts if table is None else table
+        counts = [n for n in table.values() if n > 0]
         if not counts:
             return 1.0
-        count = self._counts.get(self.class_of(sample), 0)
+        count = table.get(self.class_of(sample), 0)
         if count <= 0:
             return self.f_max
         mean = sum(counts) / len(counts)
@@ -90,13 +108,15 @@ class LrIad(AnswerCheck, Reward):
         return self._score_group([completion], sample)[0]
 
     def _score_group(self, completions: Sequence[str], sample: Mapping[str, Any]) -> list[RewardResult]:
-        if self.frequency == "running":
+        shared = _shared_counts(sample) is not None
+        if self.frequency == "running" and not shared:
             self.observe([sample])
+        table = self._table(sample) if self.frequency == "running" else self._counts
         rights = [self.is_right(completion, sample) for completion in completions]
         p = _policy_prob(sample)
         if p is None:
             p = sum(rights) / len(rights) if rights else 0.0
-        f = self.rarity(sample)
+        f = self.rarity(sample, table)
         focal = self.alpha * (1.0 - p) ** self.gamma * f
         results = []
         for completion, right in zip(completions, rights):
@@ -115,3 +135,18 @@ def _policy_prob(sample: Mapping[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if 0.0 <= value <= 1.0 else None
+
+
+def _shared_counts(sample: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    extra = sample.get("extra")
+    records = extra.get("class_counts") if isinstance(extra, Mapping) else None
+    if not isinstance(records, list):
+        return None
+    return [r for r in records if isinstance(r, Mapping)]
+
+
+def finite_count(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return float(value)
+
