@@ -38,7 +38,7 @@ def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     from anomalyr1.platform.driver import Trainer, connect_ray
 
-    trainer = Trainer(recipe)  # loads data and the model path: fails here, before Ray, on bad input
+    trainer = Trainer(recipe, resume=args.resume)  # loads data and the model path: fails here, before Ray, on bad input
     connect_ray(recipe)
     final = trainer.train()
     print(f"final model: {final}\nmetrics: {trainer.output / 'metrics.jsonl'}")
@@ -68,6 +68,62 @@ def cmd_synthetic_data(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def cmd_fewshot(args) -> int:
+    from anomalyr1.data_pipelines import load_mmad
+    from anomalyr1.data_pipelines.fewshot import FewShotSettings, read_image_keys, select_fewshot
+
+    loaded = load_mmad(args.root)
+    exclude = read_image_keys(args.exclude) if args.exclude else ()
+    given = {name: getattr(args, name) for name in ("per_class", "total", "seed") if hasattr(args, name)}
+    chosen = select_fewshot(loaded.samples, FewShotSettings(**given), exclude)
+    chosen.save(args.out)
+    print(f"{args.out}: {len(chosen.images)} images from {chosen.classes} classes "
+          f"({chosen.excluded} evaluation images excluded, {len(loaded.problems)} broken entries skipped)")
+    return 0
+
+
+def cmd_score(args) -> int:
+    import json
+
+    from anomalyr1.data_pipelines.scoring import read_answers, score_answers
+
+    scores = score_answers(read_answers(args.answers), source=args.answers)
+    print(scores.render())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as file:
+            json.dump(scores.to_json(), file, indent=1)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    from anomalyr1.platform.evaluate import evaluate
+
+    out = args.out or f"{recipe.trainer.output_dir}/eval"
+    result = evaluate(recipe, args.checkpoint, out, prompt=args.prompt)
+    print(result.scores.render())
+    print(f"{result.questions} questions in {result.answer_s:.1f} s ({result.questions_per_s:.1f}/s)\n"
+          f"answers: {result.answers_path}\ntable: {result.table_path}")
+    return 0
+
+
+def cmd_convert_mvtec3d(args) -> int:
+    from anomalyr1.data_pipelines.mvtec3d import convert_mvtec3d
+
+    result = convert_mvtec3d(args.source, args.out, seed=args.seed)
+    print(f"{result.root}: {result.images} images, {result.questions} questions, {len(result.problems)} problems")
+    for problem in result.problems[:10]:
+        print(f"  {problem}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anomalyr1", description="GRPO training of multimodal LLMs for industrial anomaly detection, on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -77,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=cmd_validate)
     train = commands.add_parser("train", help="run a recipe")
     _recipe_args(train)
+    train.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in trainer.output_dir")
     train.set_defaults(run=cmd_train)
     keys = commands.add_parser("keys", help="print every recipe key with its default and meaning (Markdown)")
     keys.set_defaults(run=cmd_keys)
@@ -88,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=cmd_synthetic_data)
+    fewshot = commands.add_parser("fewshot", help="choose a few-shot training set from an MMAD root and save it")
+    fewshot.add_argument("root", metavar="MMAD_ROOT")
+    fewshot.add_argument("--out", required=True, metavar="FILE", help="the few-shot file to write (JSON)")
+    fewshot.add_argument("--per-class", type=_positive_int, default=argparse.SUPPRESS,
+                         help="images per (dataset, category, defect type) at most (default 3)")
+    fewshot.add_argument("--total", type=_positive_int, default=argparse.SUPPRESS,
+                         help="images in all at most (default 600, as in the paper)")
+    fewshot.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
+    fewshot.add_argument("--exclude", metavar="EVAL_FILE",
+                         help="images never to choose: a list of mmad.json keys, an answers file, a few-shot file or an mmad.json")
+    fewshot.set_defaults(run=cmd_fewshot)
+    score = commands.add_parser("score", help="the MMAD table of an answers file")
+    score.add_argument("answers", metavar="ANSWERS.json")
+    score.add_argument("--out", metavar="TABLE.json", help="also write the table as JSON")
+    score.set_defaults(run=cmd_score)
+    evaluation = commands.add_parser("eval", help="answer the recipe's data greedily and write answers.json and the MMAD table")
+    _recipe_args(evaluation)
+    evaluation.add_argument("--checkpoint", metavar="DIR", help="model folder to evaluate (e.g. RUN/final; default: the recipe's model)")
+    evaluation.add_argument("--out", metavar="DIR", help="where answers.json and table.json go (default: trainer.output_dir/eval)")
+    evaluation.add_argument("--prompt", default="mmad_eval", choices=["mmad_eval", "anomalyr1"], help="prompt to ask with (default: MMAD's)")
+    evaluation.set_defaults(run=cmd_eval)
+    mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
+    mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")
+    mvtec3d.add_argument("--out", required=True, metavar="DIR", help="the MMAD root to write (links + mmad.json)")
+    mvtec3d.add_argument("--seed", type=int, default=0)
+    mvtec3d.set_defaults(run=cmd_convert_mvtec3d)
     return parser
 
 

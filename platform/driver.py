@@ -14,8 +14,8 @@ One step:
 from __future__ import annotations
 
 import logging
+import json
 import os
-import shutil
 import time
 import zlib
 from collections import Counter
@@ -25,7 +25,10 @@ from pathlib import Path
 import ray
 import torch
 
+from anomalyr1.data_pipelines.holdout import split_held_out
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence
+from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
+from anomalyr1.platform.eval_rollout import held_out_metrics
 from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
 from anomalyr1.platform.metrics import MetricsLog, mean_std
@@ -71,11 +74,13 @@ class StepTimes:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
         self.output = Path(recipe.trainer.output_dir).expanduser()
         self.model_path = resolve_model_path(recipe.model)
         self.data = load_training_data(recipe.data, recipe.model.cache_dir)
+        held_out = recipe.trainer.eval_samples if recipe.trainer.eval_every else 0
+        self.data.samples, self.held_out = split_held_out(self.data.samples, held_out, recipe.data.seed)
         log.info("training data: %s", self.data.summary())
         self.prompts = PromptSource(self.data.samples, recipe.data.seed, recipe.data.shuffle_options)
         self.sampling = SamplingSettings(
@@ -88,8 +93,23 @@ class Trainer:
         self.class_counts = Counter(class_of(s) for s in self.data.samples)
         """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
         self.step = 0
+        self.history: list[dict] = []
+        self.resume_from: Path | None = None
         self.groups: dict[str, object] = {}
         self._sync_checked = False
+        if resume:
+            self._restore()
+
+    def _restore(self) -> None:
+        found = find_resumable(self.output, self.recipe.learner.workers)
+        if found is None:
+            log.warning("no checkpoint to resume from under %s: starting at step 0", self.output)
+            return
+        self.resume_from, state = found
+        self.step, self.history = state.step, state.metrics
+        self.prompts.load_state(state.prompts)
+        self.class_counts = Counter({(r["dataset"], r["category"], r["defect_type"]): r["count"] for r in state.class_counts})
+        log.warning("resuming from %s (step %d)", self.resume_from, self.step)
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -117,7 +137,9 @@ class Trainer:
         world = recipe.learner.workers
         self.learners = [learner_cls.options(**on("learner", i, by_role["learner"])).remote(i, world, raw) for i in range(world)]
         address, port = ray.get(self.learners[0].rendezvous.remote())
-        ray.get([learner.setup.remote(address, port) for learner in self.learners])
+        resume_from = str(self.resume_from) if self.resume_from else None
+        ray.get([learner.setup.remote(address, port, resume_from) for learner in self.learners])
+        self.sync_weights(StepTimes())  # rollout workers start from the learners' weights (a checkpoint's, on resume)
 
     def stop_roles(self) -> None:
         for learner in getattr(self, "learners", []):
@@ -136,15 +158,19 @@ class Trainer:
         recipe = self.recipe
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
+        metrics_path = self.output / "metrics.jsonl"
+        metrics_path.write_text("".join(json.dumps(record) + "\n" for record in self.history))
         self.start_roles()
-        metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
+        metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
         try:
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 metrics = self.train_step()
-                metrics_log.write(self.step, metrics)
+                if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
+                    metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe))  # current weights
+                self.history.append(metrics_log.write(self.step, metrics))
                 if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
-                    self.save_model(self.output / "checkpoints" / f"step_{self.step}")
+                    self.save_checkpoint()
             final = self.save_model(self.output / "final")
         finally:
             metrics_log.close()
@@ -268,13 +294,22 @@ class Trainer:
 
     def save_model(self, target: Path) -> Path:
         """Written beside the target and renamed, so a crash never leaves a half-written model."""
-        staging = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        ray.get([learner.save.remote(str(staging)) for learner in self.learners])
-        if target.exists():
-            shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, target)
+        staging = staging_dir(target)
+        ray.get([learner.save_model.remote(str(staging)) for learner in self.learners])
+        return commit(staging, target)
+
+    def save_checkpoint(self) -> Path:
+        target = checkpoints_dir(self.output) / f"step_{self.step}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(target)
+        ray.get(
+            [learner.save_model.remote(str(staging / "model")) for learner in self.learners]
+            + [learner.save_state.remote(str(staging / "learner")) for learner in self.learners]
+        )
+        state = TrainerState(step=self.step, prompts=self.prompts.state(), class_counts=self.class_records(), metrics=self.history)
+        commit(staging, target, state)
+        prune(self.output, self.recipe.trainer.keep_checkpoints)
         return target
 
     def _seed(self, purpose: str, rank: int) -> int:

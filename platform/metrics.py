@@ -27,7 +27,8 @@ class MetricsLog:
         self._file = path.open("a", encoding="utf-8")
         self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True) if progress_bar else None
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict[str, float]) -> dict:
+        """Append the step's line (non-finite values as null) and return it as written."""
         record = {"step": step, **{k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -40,6 +41,7 @@ class MetricsLog:
                 refresh=False,
             )
             self._bar.update(1)
+        return record
 
     def close(self) -> None:
         self._file.close()

@@ -80,6 +80,14 @@ def place_roles(demands: list[RoleDemand], timeout_s: float) -> dict[str, object
     return groups
 
 
+def actor_options(group: object, index: int, demand: RoleDemand) -> dict:
+    """Ray actor options that put one actor of a role on bundle `index` of the role's group."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
+    return dict(num_cpus=demand.cpus, num_gpus=demand.gpus, scheduling_strategy=strategy)
+
+
 def release(groups: dict[str, object]) -> None:
     from ray.util.placement_group import remove_placement_group
 

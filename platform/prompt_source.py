@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from functools import partial
 from pathlib import Path
 
 from anomalyr1.data_pipelines import DataError, MMADLoad, Sample, ensure_synthetic_mmad, load_mmad, shuffle_options
+from anomalyr1.data_pipelines.fewshot import load_fewshot
 from anomalyr1.platform.recipe import DataConfig
 
 
@@ -29,7 +31,9 @@ def load_training_data(data: DataConfig, cache_dir: str) -> MMADLoad:
         root = ensure_synthetic_mmad(synthetic_root(data, cache_dir), **data.synthetic.model_dump())
     else:
         root = Path(data.root).expanduser()
-    loaded = load_mmad(
+    # a few-shot file keeps only its images; load_fewshot filters like load_mmad
+    load = partial(load_fewshot, data.fewshot_file) if data.fewshot_file else load_mmad
+    loaded = load(
         root, strict=data.strict, datasets=data.datasets, question_types=data.question_types, max_samples=data.max_samples
     )
     if not loaded.samples:

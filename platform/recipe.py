@@ -83,6 +83,8 @@ class DataConfig(Section):
     """Keep only these datasets (first path part, e.g. MVTec-AD); None keeps all."""
     question_types: list[str] | None = None
     """Keep only these question types; None keeps all seven."""
+    fewshot_file: str | None = None
+    """A few-shot file (`anomalyr1 fewshot`): train on its images only, all their questions."""
     max_samples: int | None = Field(None, ge=1)
     """Stop reading after this many questions (quick runs on a big set)."""
     strict: bool = False
@@ -93,6 +95,13 @@ class DataConfig(Section):
     """Reorder each question's options (answer letter follows) so the policy cannot learn positions."""
     seed: int = 0
     """Seed of the prompt order and of the option shuffles."""
+
+    @field_validator("fewshot_file")
+    @classmethod
+    def _fewshot_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError("no such file (expected a few-shot file written by `anomalyr1 fewshot`)")
+        return value
 
     @model_validator(mode="after")
     def _mmad_needs_root(self) -> "DataConfig":
@@ -237,6 +246,12 @@ class TrainerConfig(Section):
     """Metrics (metrics.jsonl), checkpoints (checkpoints/step_N) and the final model (final/) go here."""
     save_every: int = Field(0, ge=0)
     """Checkpoint every N steps (0: only the final model)."""
+    keep_checkpoints: int = Field(3, ge=0)
+    """Keep the newest N checkpoints (0 keeps all)."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate greedily on a held-out slice every N steps, logged as eval/<type> and eval/average (0: never)."""
+    eval_samples: int = Field(64, ge=1)
+    """Questions in that slice: whole images, drawn with data.seed, held out of training when eval_every > 0."""
     seed: int = 0
     """Seed of sampling and of the learners' initialisation and shuffles."""
     ray_address: str | None = None

@@ -9,7 +9,6 @@ of passes: a rank with fewer sequences pads its schedule with zero-weight passes
 from __future__ import annotations
 
 import math
-import os
 import random
 import socket
 import time
@@ -22,6 +21,7 @@ import torch.distributed as dist
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
 from anomalyr1.platform.grpo import LossSettings, policy_objective
 from anomalyr1.platform.learner.fsdp import full_state_dict, gather_full_weights, shard_blocks
+from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 
@@ -64,7 +64,8 @@ class LearnerWorker:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, master_addr: str, master_port: int) -> None:
+    def setup(self, master_addr: str, master_port: int, resume_from: str | None = None) -> None:
+        """Join the group, shard the policy (from `resume_from`'s checkpoint when given) and the reference."""
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         dist.init_process_group(
@@ -82,7 +83,8 @@ class LearnerWorker:
         self.suppressed = suppressed_token_ids(tokenizer)
         param_dtype = getattr(torch, learner.param_dtype)
         attn = self.recipe.model.attn_implementation
-        self.policy = load_policy(self.model_path, "float32", attn, str(self.device))
+        policy_path = str(Path(resume_from) / "model") if resume_from else self.model_path
+        self.policy = load_policy(policy_path, "float32", attn, str(self.device))
         self.image_token_id = self.policy.config.image_token_id
         if learner.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -91,7 +93,9 @@ class LearnerWorker:
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
         )
-        self.reference = None
+        if resume_from:
+            load_rank_state(Path(resume_from) / "learner", self.rank, self.world_size, self.optimizer)
+        self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.settings.kl_coef > 0:
             self.reference = load_policy(self.model_path, "float32", attn, str(self.device)).eval()
             self.reference.requires_grad_(False)
@@ -251,22 +255,21 @@ class LearnerWorker:
         state = full_state_dict(self.policy)
         return fingerprint(state.items()) if self.rank == 0 else None
 
-    def save(self, directory: str) -> str | None:
-        """A from_pretrained-loadable folder (weights, config, processor), written at rank 0."""
+    def save_model(self, directory: str) -> None:
+        """A from_pretrained-loadable folder (fp32 weights, config, processor), written at rank 0."""
         state = full_state_dict(self.policy)
         if self.rank != 0:
-            return None
+            return
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.policy.save_pretrained(out, state_dict=state)
         self.processor.save_pretrained(out)
-        return str(out)
+
+    def save_state(self, directory: str) -> None:
+        """This rank's optimizer shard and RNG (no collective: every rank writes its own file)."""
+        save_rank_state(Path(directory), self.rank, self.world_size, self.optimizer, {"updates": self.updates})
 
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-
-def learner_env() -> dict[str, str]:
-    """Environment for learner actors: quiet gloo, no tokenizer thread pools fighting for cores."""
-    return {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -1,0 +1,66 @@
+"""Completions -> MMAD answer records -> metrics: the parts of evaluation that need no Ray.
+
+A model that ignores the requested format still gets the credit it earned when its meaning is
+clear, so the letter is read in decreasing order of explicitness: the last <answer> block, else
+a standalone letter in the text, else the option whose text the answer spells out.
+"""
+
+from __future__ import annotations
+
+import re
+
+from anomalyr1.data_pipelines.schema import QUESTION_TYPES, Sample
+from anomalyr1.data_pipelines.scoring import AVERAGE, MMADScores
+from anomalyr1.rewards.parsing import answer_region, extract_choice_strict
+
+_WORDS = re.compile(r"[^0-9a-z]+")
+
+
+def choose_letter(text: str, options: dict[str, str]) -> str | None:
+    """The option letter a completion concludes, or None when it names none.
+
+    The region read is the last <answer> block when there is one, else the whole text. In it:
+    the letter `extract_choice_strict` finds (standalone A-E, a late or keyword-marked one
+    winning) when it is one of the options; else the option whose text occurs in the region as
+    whole words, the longest winning ("top left" over "left"); else the letter found even if it
+    is not an option (MMAD scores it as wrong)."""
+    region = answer_region(text)
+    letter = extract_choice_strict(region)
+    if letter in options:
+        return letter
+    said = f" {_normalise(region)} "
+    spelled = [(len(norm), key) for key, value in options.items() if (norm := _normalise(value)) and f" {norm} " in said]
+    if spelled:
+        return max(spelled)[1]
+    return letter
+
+
+def _normalise(text: str) -> str:
+    return _WORDS.sub(" ", text.lower()).strip()
+
+
+def answer_record(sample: Sample, text: str) -> dict[str, str | None]:
+    """One record of MMAD's answer format (plus the dataset and the raw response)."""
+    return {
+        "image": sample.id.rsplit("#", 1)[0],
+        "question": sample.question,
+        "question_type": sample.question_type,
+        "correct_answer": sample.answer,
+        "gpt_answer": choose_letter(text, sample.options),
+        "dataset": sample.dataset,
+        "response": text,
+    }
+
+
+def metric_name(column: str) -> str:
+    return "eval/" + column.lower().replace(" ", "_")
+
+
+def eval_metrics(scores: MMADScores) -> dict[str, float]:
+    """eval/<question type> and eval/average from the table's Average row (types without
+    questions are absent), and eval/unparsed: the share of answers without a letter."""
+    row = scores.table[AVERAGE]
+    metrics = {metric_name(column): row[column] for column in (*QUESTION_TYPES, AVERAGE) if row[column] is not None}
+    total = scores.scored + scores.left_out
+    metrics["eval/unparsed"] = scores.left_out / total if total else 0.0
+    return metrics

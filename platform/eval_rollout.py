@@ -1,0 +1,51 @@
+"""Greedy answers from rollout workers: shared by `anomalyr1 eval` and evaluation during training
+(where the trainer's own workers, holding the current weights, answer)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import ray
+
+from anomalyr1.data_pipelines.schema import Sample
+from anomalyr1.data_pipelines.scoring import score_answers
+from anomalyr1.platform.eval_answers import answer_record, eval_metrics
+from anomalyr1.platform.recipe import Recipe
+from anomalyr1.platform.rollout.hf_engine import SamplingSettings
+
+
+def eval_batch_size(recipe: Recipe) -> int:
+    """Prompts per generate call: as many sequences as a worker generates per training step,
+    which the recipe already sizes to fit the worker's memory."""
+    return math.ceil(recipe.trainer.prompts_per_step / recipe.rollout.workers) * recipe.rollout.n
+
+
+def greedy_answers(workers: Sequence[Any], samples: Sequence[Sample], max_new_tokens: int, batch_size: int) -> list[dict]:
+    """MMAD answer records for samples, in their order. Batches go to whichever worker is free,
+    so a slow worker (or a batch of long prompts) does not hold the others up."""
+    sampling = SamplingSettings(n=1, greedy=True, max_new_tokens=max_new_tokens)
+    starts = list(range(0, len(samples), batch_size))
+    texts: list[str] = [""] * len(samples)
+    idle, pending = list(workers), {}
+    while starts or pending:
+        while idle and starts:
+            start = starts.pop(0)
+            batch = [s.to_dict() for s in samples[start:start + batch_size]]
+            worker = idle.pop()
+            pending[worker.generate.remote(batch, sampling)] = (worker, start)
+        done, _ = ray.wait(list(pending), num_returns=1)
+        worker, start = pending.pop(done[0])
+        for offset, group in enumerate(ray.get(done[0]).groups):
+            texts[start + offset] = group.texts[0]
+        idle.append(worker)
+    return [answer_record(sample, text) for sample, text in zip(samples, texts)]
+
+
+def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe) -> dict[str, float]:
+    """eval/* metrics of the workers' current policy on the held-out samples, with the training
+    prompt (the one the policy is trained to answer), and timing/eval_s."""
+    start = time.perf_counter()
+    records = greedy_answers(workers, samples, recipe.rollout.max_new_tokens, eval_batch_size(recipe))
+    return {**eval_metrics(score_answers(records)), "timing/eval_s": time.perf_counter() - start}

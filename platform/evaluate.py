@@ -1,0 +1,83 @@
+"""`anomalyr1 eval`: a model's MMAD table on the recipe's data, answered greedily by rollout
+workers placed as the trainer places them.
+
+The recipe says what to load and how (data, model dtype, rollout engine and workers, k-shot,
+domain knowledge); evaluation overrides the model path with the checkpoint and the prompt with
+MMAD's own (mmad_eval) unless told otherwise, and reads the whole data set: a few-shot file
+names training images, not evaluation ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from anomalyr1.data_pipelines.scoring import MMADScores, score_answers
+from anomalyr1.platform.driver import connect_ray
+from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
+from anomalyr1.platform.placement import actor_options, check_capacity, place_roles, release, role_demands
+from anomalyr1.platform.prompt_source import load_training_data
+from anomalyr1.platform.recipe import Recipe, parse_recipe
+from anomalyr1.platform.rollout.worker import RolloutWorker
+
+ANSWERS_FILE = "answers.json"
+TABLE_FILE = "table.json"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    answers_path: Path
+    table_path: Path
+    scores: MMADScores
+    questions: int
+    answer_s: float
+    """Wall time of answering, from loaded workers to the last answer (startup excluded)."""
+
+    @property
+    def questions_per_s(self) -> float:
+        return self.questions / self.answer_s if self.answer_s > 0 else 0.0
+
+
+def eval_recipe(recipe: Recipe, checkpoint: str | None, prompt: str) -> Recipe:
+    """The recipe as evaluation runs it; a bad checkpoint or prompt is a RecipeError."""
+    raw = recipe.model_dump(mode="json")
+    if checkpoint is not None:
+        raw["model"]["path"] = checkpoint
+    raw["prompt"]["name"] = prompt
+    raw["data"]["fewshot_file"] = None
+    return parse_recipe(raw, origin="evaluation")
+
+
+def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt: str = "mmad_eval") -> EvalResult:
+    """Answers every question of the recipe's data with the checkpoint (None: recipe's model),
+    writes out_dir/answers.json (MMAD's answer format) and out_dir/table.json ({"table": ...})."""
+    recipe = eval_recipe(recipe, checkpoint, prompt)
+    samples = load_training_data(recipe.data, recipe.model.cache_dir).samples  # before Ray: bad data fails fast
+    connect_ray(recipe)
+    demand = next(d for d in role_demands(recipe) if d.role == "rollout")
+    check_capacity([demand], ray.cluster_resources())
+    groups = place_roles([demand], recipe.trainer.placement_timeout_s)
+    raw = recipe.model_dump(mode="json")
+    worker_cls = ray.remote(RolloutWorker)
+    workers = [worker_cls.options(**actor_options(groups["rollout"], i, demand)).remote(i, raw) for i in range(demand.count)]
+    try:
+        ray.get([worker.__ray_ready__.remote() for worker in workers])
+        start = time.perf_counter()
+        records = greedy_answers(workers, samples, recipe.rollout.max_new_tokens, eval_batch_size(recipe))
+        answer_s = time.perf_counter() - start
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+        release(groups)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    answers_path = out / ANSWERS_FILE
+    answers_path.write_text(json.dumps(records, indent=1))
+    scores = score_answers(records)
+    table_path = out / TABLE_FILE
+    table_path.write_text(json.dumps(scores.to_json(), indent=1))
+    return EvalResult(answers_path, table_path, scores, len(records), answer_s)
