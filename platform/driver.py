@@ -73,7 +73,14 @@ class StepTimes:
     learner_compute_s: float = 0.0
 
 
+class LearnerFailure(RuntimeError):
+    """A learner actor died: the group is rebuilt from the last checkpoint."""
+
+
 class Trainer:
+    MAX_RESTARTS = 3
+    """Per role and run: how many actor deaths are recovered from before the run stops."""
+
     def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
         self.output = Path(recipe.trainer.output_dir).expanduser()
@@ -96,6 +103,7 @@ class Trainer:
         self.history: list[dict] = []
         self.resume_from: Path | None = None
         self.groups: dict[str, object] = {}
+        self.faults = Counter({"rollout": 0, "reward": 0, "learner": 0})
         self._sync_checked = False
         if resume:
             self._restore()
@@ -111,6 +119,14 @@ class Trainer:
         self.class_counts = Counter({(r["dataset"], r["category"], r["defect_type"]): r["count"] for r in state.class_counts})
         log.warning("resuming from %s (step %d)", self.resume_from, self.step)
 
+    def _rewind(self) -> None:
+        """Back to the newest checkpoint (or the start): the state a learner restart reloads."""
+        self.resume_from = None
+        self.step, self.history = 0, []
+        self.prompts.load_state({"epoch": 0, "position": 0})
+        self.class_counts = Counter(class_of(s) for s in self.data.samples)
+        self._restore()
+
     # -- roles -----------------------------------------------------------------------------------
 
     def start_roles(self) -> None:
@@ -118,28 +134,67 @@ class Trainer:
         demands = role_demands(recipe)
         check_capacity(demands, ray.cluster_resources())
         self.groups = place_roles(demands, recipe.trainer.placement_timeout_s)
-        raw = recipe.model_dump(mode="json")
+        self._raw = recipe.model_dump(mode="json")
+        by_role = {d.role: d for d in demands}
 
-        def on(role: str, index: int, demand) -> dict:
+        def on(role: str, index: int) -> dict:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+            demand = by_role[role]
             strategy = PlacementGroupSchedulingStrategy(self.groups[role], placement_group_bundle_index=index)
             return dict(num_cpus=demand.cpus, num_gpus=demand.gpus, scheduling_strategy=strategy)
 
-        by_role = {d.role: d for d in demands}
+        self._on = on
         rollout_cls = ray.remote(RolloutWorker)
+        # Ray restarts a dead rollout worker; the driver notices the new incarnation, pushes the
+        # current weights to it and redoes its share (no automatic retry: it would use stale weights).
         self.rollout_workers = [
-            rollout_cls.options(**on("rollout", i, by_role["rollout"])).remote(i, raw) for i in range(recipe.rollout.workers)
+            rollout_cls.options(max_restarts=self.MAX_RESTARTS, max_task_retries=0, **on("rollout", i)).remote(i, self._raw)
+            for i in range(recipe.rollout.workers)
         ]
+        self.incarnations: dict[int, str] = {}
         terms = [t.model_dump() for t in recipe.reward.terms]
-        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i, by_role["reward"]))
+        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i))
+        self._start_learners()
+
+    def _start_learners(self) -> None:
+        world = self.recipe.learner.workers
         learner_cls = ray.remote(LearnerWorker)
-        world = recipe.learner.workers
-        self.learners = [learner_cls.options(**on("learner", i, by_role["learner"])).remote(i, world, raw) for i in range(world)]
+        self.learners = [learner_cls.options(max_restarts=0, **self._on("learner", i)).remote(i, world, self._raw) for i in range(world)]
         address, port = ray.get(self.learners[0].rendezvous.remote())
         resume_from = str(self.resume_from) if self.resume_from else None
-        ray.get([learner.setup.remote(address, port, resume_from) for learner in self.learners])
+        self._on_learners("setup", address, port, resume_from)
         self.sync_weights(StepTimes())  # rollout workers start from the learners' weights (a checkpoint's, on resume)
+
+    def _on_learners(self, method: str, *args, per_rank: list | None = None) -> list:
+        """Call every learner; if one dies, kill them all (the others would block in a collective
+        waiting for it) and raise LearnerFailure, so the driver can rebuild the group."""
+        calls = per_rank if per_rank is not None else [args] * len(self.learners)
+        refs = [getattr(learner, method).remote(*call) for learner, call in zip(self.learners, calls)]
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except Exception as exc:
+                for learner in self.learners:
+                    ray.kill(learner, no_restart=True)
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    raise LearnerFailure(f"a learner died during {method}: {exc}") from exc
+                raise
+        return ray.get(refs)
+
+    def _recover_learners(self, failure: LearnerFailure) -> None:
+        self._count_fault("learner", failure)
+        self._rewind()
+        self.metrics_log.rewrite(self.history, self.step)
+        self._start_learners()
+
+    def _count_fault(self, role: str, cause: object) -> None:
+        self.faults[role] += 1
+        log.warning("%s fault %d: %s", role, self.faults[role], cause)
+        if self.faults[role] > self.MAX_RESTARTS:
+            raise RuntimeError(f"{role} actors failed {self.faults[role]} times (limit {self.MAX_RESTARTS}); stopping. Last: {cause}")
 
     def stop_roles(self) -> None:
         for learner in getattr(self, "learners", []):
@@ -160,22 +215,34 @@ class Trainer:
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
         metrics_path = self.output / "metrics.jsonl"
         metrics_path.write_text("".join(json.dumps(record) + "\n" for record in self.history))
-        self.start_roles()
-        metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
+        self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
         try:
+            self.start_roles()
             while self.step < recipe.trainer.steps:
                 self.step += 1
-                metrics = self.train_step()
-                if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
-                    metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe))  # current weights
-                self.history.append(metrics_log.write(self.step, metrics))
-                if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
-                    self.save_checkpoint()
-            final = self.save_model(self.output / "final")
+                try:
+                    metrics = self.train_step()
+                    if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
+                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe))  # current weights
+                    self.history.append(self.metrics_log.write(self.step, metrics))
+                    if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
+                        self.save_checkpoint()
+                except LearnerFailure as failure:
+                    self._recover_learners(failure)  # back to the last checkpoint; its later steps are redone
+            final = self._with_learner_recovery(lambda: self.save_model(self.output / "final"))
         finally:
-            metrics_log.close()
+            self.metrics_log.close()
             self.stop_roles()
         return final
+
+    def _with_learner_recovery(self, action):
+        while True:
+            try:
+                return action()
+            except LearnerFailure as failure:
+                self._recover_learners(failure)
+                if self.step < self.recipe.trainer.steps:
+                    raise RuntimeError("learners failed while saving the final model and had to rewind; rerun with --resume") from failure
 
     def train_step(self) -> dict[str, float]:
         step_start = time.perf_counter()
@@ -203,8 +270,20 @@ class Trainer:
         remaining = list(pending)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
-            result = ray.get(done[0])
-            rank = pending[done[0]]
+            rank = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+                cause = None if result.incarnation == self.incarnations.get(rank) else "restarted since its last weights"
+            except ray.exceptions.RayActorError as exc:
+                result, cause = None, exc
+            if cause is not None:  # lost its weights: give it the current ones and redo its share
+                self._count_fault("rollout", f"rollout worker {rank}: {cause}")
+                self._refresh_rollout_worker(rank)
+                sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
+                retry = workers[rank].generate.remote([s.to_dict() for s in shares[rank]], sampling)
+                pending[retry] = rank
+                remaining.append(retry)
+                continue
             by_rank[rank] = result.groups
             times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
             scoring[rank] = self.reward_pool.submit(result.groups, {"class_counts": self.class_records()})
@@ -241,25 +320,40 @@ class Trainer:
     def update(self, sequences: list[TrainSequence], times: StepTimes) -> dict[str, float]:
         start = time.perf_counter()
         world = len(self.learners)
-        shards = [sequences[rank::world] for rank in range(world)]
         seed = self._seed("update", 0)
-        results = ray.get([learner.update.remote(shard, len(sequences), seed) for learner, shard in zip(self.learners, shards)])
+        results = self._on_learners("update", per_rank=[(sequences[rank::world], len(sequences), seed) for rank in range(world)])
         times.learner_s = time.perf_counter() - start
         times.learner_compute_s = max(r.compute_s for r in results)
         return results[0].metrics
 
     def sync_weights(self, times: StepTimes) -> None:
         start = time.perf_counter()
-        refs = [learner.state_dict.remote() for learner in self.learners]
-        ray.get([worker.update_weights.remote(refs[0]) for worker in self.rollout_workers] + refs[1:])
+        self.weights = self._on_learners("state_dict")[0][0]
+        """Kept: a restarted rollout worker is given these before it generates again."""
+        pushes = {worker.update_weights.remote(self.weights): rank for rank, worker in enumerate(self.rollout_workers)}
+        for ref, rank in pushes.items():
+            try:
+                self.incarnations[rank] = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                pass  # it died: its next rollout shows a new incarnation and is redone with these weights
         times.sync_s = time.perf_counter() - start
         if not self._sync_checked:
             self._check_sync()
             self._sync_checked = True
 
+    def _refresh_rollout_worker(self, rank: int) -> None:
+        for attempt in range(self.MAX_RESTARTS + 1):
+            try:
+                self.incarnations[rank] = ray.get(self.rollout_workers[rank].update_weights.remote(self.weights))
+                return
+            except ray.exceptions.RayActorError as exc:  # still restarting
+                if attempt == self.MAX_RESTARTS:
+                    raise RuntimeError(f"rollout worker {rank} did not come back: {exc}") from exc
+                time.sleep(1.0)
+
     def _check_sync(self) -> None:
         """Once per run: the rollout workers hold exactly the learners' weights."""
-        learner_print = ray.get([learner.fingerprint.remote() for learner in self.learners])[0]
+        learner_print = self._on_learners("fingerprint")[0]
         tolerance = 1e-6 if self.recipe.model.dtype == "float32" else 1e-2  # rollout copies may be cast down
         for rank, value in enumerate(ray.get([w.fingerprint.remote() for w in self.rollout_workers])):
             if abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
@@ -288,6 +382,9 @@ class Trainer:
         metrics["perf/overhead_frac"] = max(0.0, overhead) / step_s if step_s > 0 else 0.0
         metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
         metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
+        self.faults["reward"] = self.reward_pool.restarts
+        for role, count in self.faults.items():
+            metrics[f"fault/{role}_restarts"] = float(count)
         return metrics
 
     # -- outputs ---------------------------------------------------------------------------------
@@ -296,17 +393,15 @@ class Trainer:
         """Written beside the target and renamed, so a crash never leaves a half-written model."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(target)
-        ray.get([learner.save_model.remote(str(staging)) for learner in self.learners])
+        self._on_learners("save_model", str(staging))
         return commit(staging, target)
 
     def save_checkpoint(self) -> Path:
         target = checkpoints_dir(self.output) / f"step_{self.step}"
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(target)
-        ray.get(
-            [learner.save_model.remote(str(staging / "model")) for learner in self.learners]
-            + [learner.save_state.remote(str(staging / "learner")) for learner in self.learners]
-        )
+        self._on_learners("save_model", str(staging / "model"))
+        self._on_learners("save_state", str(staging / "learner"))
         state = TrainerState(step=self.step, prompts=self.prompts.state(), class_counts=self.class_records(), metrics=self.history)
         commit(staging, target, state)
         prune(self.output, self.recipe.trainer.keep_checkpoints)

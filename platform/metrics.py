@@ -43,6 +43,16 @@ class MetricsLog:
             self._bar.update(1)
         return record
 
+    def rewrite(self, records: list[dict], step: int) -> None:
+        """Back to `records` (a rewind to a checkpoint): later lines are dropped, to be redone."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write("".join(json.dumps(record) + "\n" for record in records))
+        self._file.flush()
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.refresh()
+
     def close(self) -> None:
         self._file.close()
         if self._bar is not None:

@@ -9,6 +9,7 @@ function of (completions, sample) nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -23,6 +24,8 @@ from anomalyr1.rewards import RewardResult, RewardTerm, combine_rewards
 class ScoredShare:
     results: list[list[RewardResult]]
     compute_s: float
+    pid: int
+    """The scoring process: a new one means Ray restarted the actor (counted as a fault)."""
 
 
 class RewardActor:
@@ -32,11 +35,9 @@ class RewardActor:
     def score(self, jobs: list[tuple[list[str], dict]]) -> ScoredShare:
         start = time.perf_counter()
         results = [self.reward.score_group(texts, sample) for texts, sample in jobs]
-        return ScoredShare(results=results, compute_s=time.perf_counter() - start)
+        return ScoredShare(results=results, compute_s=time.perf_counter() - start, pid=os.getpid())
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
@@ -55,6 +56,7 @@ def reward_inputs(group: RolloutGroup, shared: dict | None = None) -> tuple[list
 class PendingScores:
     refs: list[ray.ObjectRef]
     slices: list[list[int]]
+    actors: list[int]
     size: int
 
 
@@ -65,6 +67,9 @@ class RewardPool:
     def __init__(self, actors: list):
         self.actors = actors
         self._next = 0
+        self._pids: dict[int, int] = {}
+        self.restarts = 0
+        """Actor restarts seen so far (Ray restarted the actor and re-ran its share)."""
 
     @classmethod
     def start(cls, terms: list[dict], count: int, options: Callable[[int], dict] = lambda i: {}) -> "RewardPool":
@@ -85,14 +90,20 @@ class RewardPool:
         for actor_index, indices in shares.items():
             refs.append(self.actors[actor_index].score.remote([reward_inputs(groups[i], shared) for i in indices]))
             slices.append(indices)
-        return PendingScores(refs=refs, slices=slices, size=len(groups))
+        return PendingScores(refs=refs, slices=slices, actors=list(shares), size=len(groups))
 
-    @staticmethod
-    def gather(pending: PendingScores) -> tuple[list[list[RewardResult]], float]:
+    def gather(self, pending: PendingScores) -> tuple[list[list[RewardResult]], float]:
         """Results in the submitted order, and the longest actor compute time."""
         ordered: list[list[RewardResult] | None] = [None] * pending.size
         longest = 0.0
-        for share, indices in zip(ray.get(pending.refs), pending.slices):
+        try:
+            shares = ray.get(pending.refs)
+        except ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"a reward actor died more than {self.MAX_RESTARTS} times; giving up ({exc})") from exc
+        for share, indices, actor in zip(shares, pending.slices, pending.actors):
+            if self._pids.setdefault(actor, share.pid) != share.pid:
+                self.restarts += 1
+                self._pids[actor] = share.pid
             longest = max(longest, share.compute_s)
             for index, results in zip(indices, share.results):
                 ordered[index] = results

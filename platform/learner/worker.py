@@ -9,6 +9,7 @@ of passes: a rank with fewer sequences pads its schedule with zero-weight passes
 from __future__ import annotations
 
 import math
+import os
 import random
 import socket
 import time
@@ -247,9 +248,15 @@ class LearnerWorker:
 
     # -- weights out ----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Full weights at rank 0 (None elsewhere), in the rollout's dtype; every rank must be called."""
-        return gather_full_weights(self.policy, getattr(torch, self.recipe.model.dtype))
+    def state_dict(self) -> list | None:
+        """[ObjectRef of the full weights] at rank 0 (None elsewhere), in the rollout's dtype.
+
+        Put in the object store here and returned by reference, so the driver passes the weights
+        on to the rollout workers without ever holding a copy; every rank must be called."""
+        import ray
+
+        state = gather_full_weights(self.policy, getattr(torch, self.recipe.model.dtype))
+        return [ray.put(state)] if state is not None else None
 
     def fingerprint(self) -> float | None:
         state = full_state_dict(self.policy)
@@ -268,6 +275,9 @@ class LearnerWorker:
     def save_state(self, directory: str) -> None:
         """This rank's optimizer shard and RNG (no collective: every rank writes its own file)."""
         save_rank_state(Path(directory), self.rank, self.world_size, self.optimizer, {"updates": self.updates})
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def shutdown(self) -> None:
         if dist.is_initialized():

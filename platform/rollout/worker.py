@@ -6,7 +6,9 @@ only ships small Sample dicts out and gets token ids, pixels and texts back.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -24,11 +26,14 @@ class RolloutResult:
     groups: list[RolloutGroup]
     compute_s: float
     tokens: int
+    incarnation: str
+    """Changes when Ray restarts the worker: a restarted worker holds its initial weights again."""
 
 
 class RolloutWorker:
     def __init__(self, rank: int, recipe: dict):
         self.rank = rank
+        self.incarnation = uuid.uuid4().hex
         self.recipe = Recipe.model_validate(recipe)
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         model = self.recipe.model
@@ -51,12 +56,15 @@ class RolloutWorker:
         ]
         groups = self.engine.generate(prompts, sampling)
         tokens = sum(len(r) for g in groups for r in g.responses)
-        return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, tokens=tokens)
+        return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, tokens=tokens, incarnation=self.incarnation)
 
-    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
-        start = time.perf_counter()
+    def update_weights(self, state: dict[str, torch.Tensor]) -> str:
+        """Load the learners' weights; returns the incarnation that now holds them."""
         self.engine.update_weights(state)
-        return time.perf_counter() - start
+        return self.incarnation
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def fingerprint(self) -> float:
         return fingerprint(self.engine.named_weights())
