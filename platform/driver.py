@@ -59,7 +59,13 @@ def connect_ray(recipe: Recipe) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": ACTOR_ENV}, log_to_driver=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+        trainer = recipe.trainer
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=trainer.dashboard,
+            dashboard_host=trainer.dashboard_host,
+            runtime_env={"env_vars": ACTOR_ENV},
+        )
 
 
 @dataclass

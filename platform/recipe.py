@@ -258,6 +258,10 @@ class TrainerConfig(Section):
     """None: join the cluster in RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
     placement_timeout_s: float = Field(60.0, gt=0)
     """How long to wait for the cluster to place the actors before failing with what is missing."""
+    dashboard: bool = False
+    """Start Ray's dashboard with a local Ray (off: it costs memory and a port)."""
+    dashboard_host: str = "127.0.0.1"
+    """Where a local dashboard listens: localhost unless set otherwise, since it can submit jobs."""
     progress_bar: bool = True
     """Console progress bar with reward, KL, length and step time."""
     torch_threads: int = Field(1, ge=1)

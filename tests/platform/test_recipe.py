@@ -42,6 +42,24 @@ BAD_RECIPES = [
     ({"reward__terms": [{"name": "no_such_reward"}]}, ["reward.terms.0.name", "no_such_reward"]),
     ({"data__source": "mmad"}, ["data", "root is required"]),
     ({"learner__lr": -1}, ["learner.lr", "-1", "greater than 0"]),
+    ({"trainr": {"steps": 3}}, ["trainr", "unknown key", "expected one of", "trainer"]),
+    ({"trainer__steps": 0}, ["trainer.steps", "0", "greater than or equal to 1"]),
+    ({"rollout__top_p": 1.5}, ["rollout.top_p", "1.5", "less than or equal to 1"]),
+    ({"rollout__temperature": 0}, ["rollout.temperature", "0", "greater than 0"]),
+    ({"reward__terms": []}, ["reward.terms", "at least 1 item"]),
+    ({"reward__terms": [{"name": "no_such_file.py:fn"}]}, ["reward.terms.0.name", "no_such_file.py:fn"]),
+    ({"reward__terms": [{"name": "roam", "params": {"bogus": 1}}]}, ["reward.terms.0.name", "'roam'", "bogus"]),
+    ({"data__source": "mmad", "data__root": "/no/such/mmad"}, ["data", "/no/such/mmad", "no mmad.json"]),
+    ({"learner__backend": "megatron"}, ["learner.backend", "'megatron'", "'fsdp2' or 'deepspeed'"]),
+    ({"algorithm__policy_loss": "ppo2"}, ["algorithm.policy_loss", "'ppo2'", "expected one of", "vanilla"]),
+    ({"algorithm__kl_type": "k9"}, ["algorithm.kl_type", "'k9'", "low_var_kl"]),
+    ({"model__dtype": "int8"}, ["model.dtype", "'int8'", "bfloat16"]),
+    ({"prompt__name": "chatty"}, ["prompt.name", "'chatty'", "anomalyr1"]),
+    ({"trainer__output_dir": 5}, ["trainer.output_dir", "5", "string"]),
+    ({"reward__actors": 0}, ["reward.actors", "0", "greater than or equal to 1"]),
+    ({"learner__workers": "two"}, ["learner.workers", "'two'", "integer"]),
+    ({"data__max_image_pixels": 10}, ["data.max_image_pixels", "10", "greater than or equal to 784"]),
+    ({"model__path": "builtin:huge-model"}, ["model.path", "builtin:huge-model", "unknown builtin model"]),
 ]
 
 
@@ -77,6 +95,22 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "trainer.stepz" in lines[0], result.stderr
     assert "Started a local Ray" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("model: {path: x\n", ["not valid YAML", "line"]),
+    ("- a list\n- not sections\n", ["expected a mapping of sections", "list"]),
+    ("", ["expected a mapping of sections"]),
+])
+def test_unreadable_recipe_files(tmp_path, text, expected):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    for fragment in expected:
+        assert fragment in str(info.value)
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(str(tmp_path / "absent.yaml"))
 
 
 def test_overrides_and_embedded_default():

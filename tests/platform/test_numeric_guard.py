@@ -1,0 +1,46 @@
+"""A non-finite loss or gradient skips the update and leaves the weights as they were."""
+
+import math
+
+import pytest
+import torch
+
+from anomalyr1.data_pipelines import load_mmad
+from anomalyr1.platform.batch import TrainSequence
+from anomalyr1.platform.encoding import encode_prompt
+from anomalyr1.platform.learner.fsdp import full_state_dict
+from anomalyr1.platform.learner.worker import LearnerWorker, free_port
+from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+
+
+@pytest.fixture
+def learner(tiny_recipe):
+    recipe = tiny_recipe("learner.workers=1", "learner.lr=1e-2")
+    worker = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
+    worker.setup("127.0.0.1", free_port())
+    yield worker
+    worker.shutdown()
+
+
+def sequences(learner, synthetic_root, advantage: float) -> list[TrainSequence]:
+    samples = load_mmad(synthetic_root).samples[:2]
+    prompts = [encode_prompt(learner.processor, s, learner.recipe.prompt, 112 * 112) for s in samples]
+    groups = HFEngine(learner.model_path, learner.processor.tokenizer).generate(prompts, SamplingSettings(n=2, max_new_tokens=8, seed=0))
+    return [TrainSequence(group=g, response_index=i, advantage=advantage if i == 0 else -1.0) for g in groups for i in range(2)]
+
+
+def weights(learner) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in full_state_dict(learner.policy).items()}
+
+
+def test_non_finite_loss_skips_the_update(learner, synthetic_root):
+    before = weights(learner)
+    result = learner.update(sequences(learner, synthetic_root, float("nan")), total_sequences=4, seed=0)
+    assert result.metrics["actor/skipped_updates"] == 1.0
+    after = weights(learner)
+    assert all(torch.equal(before[k], after[k]) for k in before), "a skipped update changed the weights"
+    assert math.isnan(result.metrics["actor/pg_loss"]), "the bad loss is logged as it was (null in metrics.jsonl)"
+
+    result = learner.update(sequences(learner, synthetic_root, 1.0), total_sequences=4, seed=1)
+    assert result.metrics["actor/skipped_updates"] == 0.0
+    assert any(not torch.equal(after[k], v) for k, v in weights(learner).items()), "a finite update must still train"
