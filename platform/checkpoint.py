@@ -82,7 +82,10 @@ def _check(checkpoint: Path, learners: int) -> TrainerState:
     weights = sorted(model.glob("*.safetensors"))
     if not weights:
         raise ValueError("model/ has no safetensors weights")
-    for file in weights + [checkpoint / "learner" / f"rank{r}.safetensors" for r in range(learners)]:
+    optimizer_shards = [checkpoint / "learner" / f"rank{r}.safetensors" for r in range(learners)]
+    if not optimizer_shards[0].exists():
+        optimizer_shards = []  # a DeepSpeed checkpoint keeps no optimizer shards (see learner/deepspeed.py)
+    for file in weights + optimizer_shards:
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():
                 handle.get_slice(key)  # reads the header entry; a truncated file fails here or below

@@ -33,7 +33,7 @@ from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
 from anomalyr1.platform.metrics import MetricsLog, mean_std
 from anomalyr1.platform.models import resolve_model_path
-from anomalyr1.platform.placement import check_capacity, place_roles, release, role_demands
+from anomalyr1.platform.placement import check_capacity, cluster_nodes, place_roles, plan_placement, release, role_demands
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, dump_recipe
 from anomalyr1.platform.reward_pool import RewardPool
@@ -139,6 +139,7 @@ class Trainer:
         recipe = self.recipe
         demands = role_demands(recipe)
         check_capacity(demands, ray.cluster_resources())
+        log.info("placement plan (node index per actor): %s", plan_placement(demands, cluster_nodes()))
         self.groups = place_roles(demands, recipe.trainer.placement_timeout_s)
         self._raw = recipe.model_dump(mode="json")
         by_role = {d.role: d for d in demands}
@@ -362,7 +363,7 @@ class Trainer:
         learner_print = self._on_learners("fingerprint")[0]
         tolerance = 1e-6 if self.recipe.model.dtype == "float32" else 1e-2  # rollout copies may be cast down
         for rank, value in enumerate(ray.get([w.fingerprint.remote() for w in self.rollout_workers])):
-            if abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
+            if value is not None and abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
                 raise RuntimeError(f"weight sync failed: rollout worker {rank} fingerprint {value} != learners' {learner_print}")
 
     def step_metrics(self, groups, scores, update_metrics, times: StepTimes, step_s: float) -> dict[str, float]:

@@ -24,6 +24,10 @@ class EncodedPrompt:
     image_grid_thw: torch.Tensor
     model_input_size: tuple[int, int]
     """(width, height) of the query image as the model sees it."""
+    chat_text: str
+    """The prompt as chat text with one placeholder per image (what vLLM takes)."""
+    images: list
+    """The PIL images behind the placeholders, capped; stays on the worker."""
 
 
 def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pixels: int) -> EncodedPrompt:
@@ -42,4 +46,6 @@ def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pix
         pixel_values=encoded["pixel_values"],
         image_grid_thw=grid,
         model_input_size=(int(query[2]) * patch, int(query[1]) * patch),
+        chat_text=text,
+        images=images,
     )

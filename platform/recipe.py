@@ -145,6 +145,8 @@ class RolloutConfig(Section):
     """vLLM tensor parallelism per worker."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     """Share of a GPU's memory vLLM may take."""
+    sleep_when_idle: bool = False
+    """vllm: free GPU memory between rollouts, for rollout and learner actors sharing GPUs."""
 
 
 class RewardTermConfig(Section):
@@ -211,6 +213,8 @@ class AlgorithmConfig(Section):
 class LearnerConfig(Section):
     backend: Literal["fsdp2", "deepspeed"] = "fsdp2"
     """How the policy is sharded across learner ranks."""
+    zero_stage: Literal[2, 3] = 2
+    """deepspeed: ZeRO stage (2 shards gradients and optimizer state, 3 also the parameters)."""
     workers: int = Field(1, ge=1)
     """Learner actors: the ranks of one torch.distributed group (gloo on CPU, nccl on GPU)."""
     lr: float = Field(1e-6, gt=0)
@@ -266,6 +270,10 @@ class TrainerConfig(Section):
     """Console progress bar with reward, KL, length and step time."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
+    runtime_pip: list[str] = []
+    """Extra pip packages the job needs on the cluster (`anomalyr1 submit` installs them in Ray's runtime_env)."""
+    runtime_env_vars: dict[str, str] = {}
+    """Environment variables of the job's driver and every actor, set by `anomalyr1 submit` (e.g. HF_HOME, NCCL_DEBUG)."""
 
 
 class Recipe(Section):

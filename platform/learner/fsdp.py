@@ -7,11 +7,14 @@ layer and its vision block there), so the same code shards any model transformer
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
+
+from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -95,4 +98,39 @@ def _gather_bucket(entries, local, all_rows, bucket, dtype, rank, world, out) ->
     for i in bucket:
         name, value = entries[i]
         out[name] = torch.cat(pieces[i]).reshape(value.shape).clone()
+
+
+class FSDPBackend:
+    """FSDP2 shards of parameters, gradients and AdamW state, one unit per transformer block."""
+
+    def __init__(self, policy: nn.Module, recipe):
+        learner = recipe.learner
+        self.module = shard_blocks(policy, getattr(torch, learner.param_dtype), learner.cpu_offload)
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None:
+        loss.backward()
+
+    def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), grad_clip)
+        norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+        applied = loss_is_finite and math.isfinite(norm)
+        if applied:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, applied
+
+    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        return gather_full_weights(self.module, dtype)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        state = full_state_dict(self.module)
+        return state if dist.get_rank() == 0 else None
+
+    def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
+        save_rank_state(directory, rank, world_size, self.optimizer, extra)
+
+    def load_state(self, directory: Path, rank: int, world_size: int) -> dict:
+        return load_rank_state(directory, rank, world_size, self.optimizer)
 

@@ -21,8 +21,7 @@ import torch.distributed as dist
 
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
 from anomalyr1.platform.grpo import LossSettings, policy_objective
-from anomalyr1.platform.learner.fsdp import full_state_dict, gather_full_weights, shard_blocks
-from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
+from anomalyr1.platform.learner.backend import make_backend
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 
@@ -82,25 +81,23 @@ class LearnerWorker:
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.suppressed = suppressed_token_ids(tokenizer)
-        param_dtype = getattr(torch, learner.param_dtype)
         attn = self.recipe.model.attn_implementation
         policy_path = str(Path(resume_from) / "model") if resume_from else self.model_path
-        self.policy = load_policy(policy_path, "float32", attn, str(self.device))
-        self.image_token_id = self.policy.config.image_token_id
+        policy = load_policy(policy_path, "float32", attn, str(self.device))
+        self.image_token_id = policy.config.image_token_id
         if learner.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.policy.config.use_cache = False
-        shard_blocks(self.policy, param_dtype, learner.cpu_offload)
-        self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay
-        )
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False
+        self.engine = make_backend(learner.backend, policy, self.recipe)
+        self.policy = self.engine.module
+        self.updates = 0
         if resume_from:
-            load_rank_state(Path(resume_from) / "learner", self.rank, self.world_size, self.optimizer)
+            self.updates = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size).get("updates", 0)
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.settings.kl_coef > 0:
-            self.reference = load_policy(self.model_path, "float32", attn, str(self.device)).eval()
-            self.reference.requires_grad_(False)
-            shard_blocks(self.reference, param_dtype, learner.cpu_offload)
+            reference = load_policy(self.model_path, "float32", attn, str(self.device)).eval()
+            reference.requires_grad_(False)
+            self.reference = make_backend(learner.backend, reference, self.recipe, reference=True)
         self.updates = 0
 
     # -- forward passes -------------------------------------------------------------------------
@@ -193,8 +190,8 @@ class LearnerWorker:
         tokens = sum(len(s.response) for s in chunk)
         global_tokens, global_sequences = self._global(tokens, len(chunk))
         sums = {"pg_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "ppo_kl": 0.0}
-        self.optimizer.zero_grad(set_to_none=True)
-        for micro in self._schedule(chunk, template):
+        schedule = self._schedule(chunk, template)
+        for index, micro in enumerate(schedule):
             batch = self._batch(micro)
             if any(s.extras.get("blank") for s in micro):
                 batch.response_mask = torch.zeros_like(batch.response_mask)
@@ -215,21 +212,16 @@ class LearnerWorker:
                 batch_num_tokens=max(1, int(global_tokens)),
                 batch_size=max(1, int(global_sequences)),
             )
-            parts.loss.backward()
+            self.engine.backward(parts.loss, last_micro_batch=index == len(schedule) - 1)
             micro_tokens = float(batch.response_mask.sum())
             sums["pg_loss"] += float(parts.pg_loss.detach())
             sums["kl"] += float(parts.kl.detach())
             sums["clipfrac"] += parts.metrics.get("actor/pg_clipfrac", 0.0) * micro_tokens
             sums["ppo_kl"] += parts.metrics.get("actor/ppo_kl", 0.0) * micro_tokens
         pg_loss, kl, clipfrac, ppo_kl = self._global(sums["pg_loss"], sums["kl"], sums["clipfrac"], sums["ppo_kl"])
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.recipe.learner.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        skipped = not math.isfinite(grad_norm) or not math.isfinite(pg_loss)
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
-            self.optimizer.step()
-            self.updates += 1
+        grad_norm, applied = self.engine.step(self.recipe.learner.grad_clip, loss_is_finite=math.isfinite(pg_loss))
+        skipped = not applied
+        self.updates += int(applied)
         return {
             "actor/pg_loss": pg_loss / self.world_size,
             "actor/kl": kl / self.world_size,
@@ -255,26 +247,26 @@ class LearnerWorker:
         on to the rollout workers without ever holding a copy; every rank must be called."""
         import ray
 
-        state = gather_full_weights(self.policy, getattr(torch, self.recipe.model.dtype))
+        state = self.engine.rollout_weights(getattr(torch, self.recipe.model.dtype))
         return [ray.put(state)] if state is not None else None
 
     def fingerprint(self) -> float | None:
-        state = full_state_dict(self.policy)
-        return fingerprint(state.items()) if self.rank == 0 else None
+        state = self.engine.full_state_dict()
+        return fingerprint(state.items()) if state is not None else None
 
     def save_model(self, directory: str) -> None:
         """A from_pretrained-loadable folder (fp32 weights, config, processor), written at rank 0."""
-        state = full_state_dict(self.policy)
-        if self.rank != 0:
+        state = self.engine.full_state_dict()
+        if state is None:
             return
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(out, state_dict=state)
+        getattr(self.policy, "module", self.policy).save_pretrained(out, state_dict=state)  # DeepSpeed wraps the model
         self.processor.save_pretrained(out)
 
     def save_state(self, directory: str) -> None:
         """This rank's optimizer shard and RNG (no collective: every rank writes its own file)."""
-        save_rank_state(Path(directory), self.rank, self.world_size, self.optimizer, {"updates": self.updates})
+        self.engine.save_state(Path(directory), self.rank, self.world_size, {"updates": self.updates})
 
     def pid(self) -> int:
         return os.getpid()

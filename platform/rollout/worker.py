@@ -66,6 +66,8 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def fingerprint(self) -> float:
-        return fingerprint(self.engine.named_weights())
+    def fingerprint(self) -> float | None:
+        """None where the engine keeps weights in its own layout (vLLM fuses and pads tensors)."""
+        named = getattr(self.engine, "named_weights", None)
+        return fingerprint(named()) if named else None
 

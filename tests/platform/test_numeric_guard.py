@@ -8,7 +8,6 @@ import torch
 from anomalyr1.data_pipelines import load_mmad
 from anomalyr1.platform.batch import TrainSequence
 from anomalyr1.platform.encoding import encode_prompt
-from anomalyr1.platform.learner.fsdp import full_state_dict
 from anomalyr1.platform.learner.worker import LearnerWorker, free_port
 from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
 
@@ -30,7 +29,7 @@ def sequences(learner, synthetic_root, advantage: float) -> list[TrainSequence]:
 
 
 def weights(learner) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in full_state_dict(learner.policy).items()}
+    return {k: v.clone() for k, v in learner.engine.full_state_dict().items()}
 
 
 def test_non_finite_loss_skips_the_update(learner, synthetic_root):

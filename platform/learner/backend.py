@@ -1,0 +1,48 @@
+"""What a learner needs from its sharding engine, so FSDP2 and DeepSpeed are interchangeable.
+
+The learner owns the GRPO loop (micro-batches, losses, metrics); a backend owns how parameters,
+gradients and optimizer state are sharded, how gradients are reduced and clipped, and how full
+weights are gathered for the rollout workers and for saving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+class PolicyBackend(Protocol):
+    module: nn.Module
+    """The trainable policy to call forward on."""
+
+    def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None: ...
+
+    def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
+        """Clip and apply the accumulated gradients; returns (grad norm, applied). A non-finite
+        loss or norm discards the gradients and leaves the weights as they were."""
+
+    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        """Full weights at rank 0 (None elsewhere), cast for the rollout engine; collective."""
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full fp32 weights at rank 0 (None elsewhere), for saving; collective."""
+
+    def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None: ...
+
+    def load_state(self, directory: Path, rank: int, world_size: int) -> dict: ...
+
+
+def make_backend(name: str, policy: nn.Module, recipe, reference: bool = False) -> PolicyBackend | nn.Module:
+    """The policy wrapped by the recipe's backend; with reference=True, a frozen sharded copy."""
+    if name == "deepspeed":
+        from anomalyr1.platform.learner.deepspeed import DeepSpeedBackend, frozen_reference
+
+        return frozen_reference(policy, recipe) if reference else DeepSpeedBackend(policy, recipe)
+    from anomalyr1.platform.learner.fsdp import FSDPBackend, shard_blocks
+
+    if reference:
+        return shard_blocks(policy, getattr(torch, recipe.learner.param_dtype), recipe.learner.cpu_offload)
+    return FSDPBackend(policy, recipe)

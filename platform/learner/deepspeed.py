@@ -1,0 +1,117 @@
+"""DeepSpeed ZeRO-2/3 as a learner backend (`learner.backend: deepspeed`).
+
+The learner drives accumulation itself (one backward per micro-batch, one step per mini-batch),
+so DeepSpeed runs with gradient_accumulation_steps=1 and is told where a mini-batch ends with
+`set_gradient_accumulation_boundary`. On CPU it needs DS_ACCELERATOR=cpu, set before import.
+
+Resume: DeepSpeed's own optimizer checkpoints are pickles, which this platform does not load;
+a DeepSpeed run resumes its weights, data position and metrics from a checkpoint and restarts
+AdamW's moments (logged), while FSDP2 resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger("anomalyr1")
+
+
+def _deepspeed():
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for key, value in (("RANK", dist.get_rank()), ("LOCAL_RANK", 0), ("WORLD_SIZE", dist.get_world_size())):
+        os.environ.setdefault(key, str(value))  # DeepSpeed reads these; the group already exists
+    import deepspeed
+
+    return deepspeed
+
+
+def _config(recipe, stage: int, train: bool) -> dict:
+    learner = recipe.learner
+    config = {
+        "train_micro_batch_size_per_gpu": learner.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": learner.param_dtype == "bfloat16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if train:
+        config["gradient_clipping"] = learner.grad_clip
+        if learner.cpu_offload:
+            config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    return config
+
+
+class DeepSpeedBackend:
+    def __init__(self, policy: nn.Module, recipe):
+        deepspeed = _deepspeed()
+        learner = recipe.learner
+        self.stage = learner.zero_stage
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=policy, optimizer=optimizer, config=_config(recipe, self.stage, train=True), dist_init_required=False
+        )
+        self.module = self.engine
+
+    def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None:
+        self.engine.set_gradient_accumulation_boundary(last_micro_batch)
+        self.engine.backward(loss)
+
+    def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
+        if not loss_is_finite:  # DeepSpeed has no fp32 overflow check: never let a NaN loss step
+            self.optimizer.zero_grad()
+            return float("nan"), False
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        norm = float(norm) if norm is not None else 0.0
+        return norm, math.isfinite(norm)
+
+    def _gathered(self):
+        if self.stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        with self._gathered():
+            if dist.get_rank() != 0:
+                return None
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
+
+    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        state = self.full_state_dict()
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state is not None else None
+
+    def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
+        import json
+
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"rank{rank}.json").write_text(json.dumps({"world_size": world_size, "backend": "deepspeed", **extra}))
+
+    def load_state(self, directory: Path, rank: int, world_size: int) -> dict:
+        import json
+
+        meta = json.loads((directory / f"rank{rank}.json").read_text())
+        log.warning("deepspeed resume: weights, data position and metrics restored; AdamW moments start afresh")
+        return {k: v for k, v in meta.items() if k not in ("world_size", "backend")}
+
+
+def frozen_reference(policy: nn.Module, recipe) -> nn.Module:
+    """The reference policy: ZeRO-3 partitions it across ranks; otherwise each rank holds a copy."""
+    policy.requires_grad_(False)
+    if recipe.learner.zero_stage != 3:
+        return policy.eval()
+    deepspeed = _deepspeed()
+    engine, *_ = deepspeed.initialize(model=policy, config=_config(recipe, 3, train=False), dist_init_required=False)
+    return engine.eval()
