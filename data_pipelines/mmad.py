@@ -97,11 +97,11 @@ def load_mmad(
         raise ValueError(f"max_samples must be >= 0, got {max_samples}")
     # abspath, not resolve: MMAD's README suggests symlinking the source data sets into the root.
     root = Path(os.path.abspath(root))
-    entries = _read_json(root / MMAD_FILE)
+    entries = read_json(root / MMAD_FILE)
     if not isinstance(entries, dict):
         raise DataError(f"{root / MMAD_FILE}: expected an object mapping image paths to entries")
     knowledge_file = root / DOMAIN_KNOWLEDGE_FILE
-    knowledge = _read_json(knowledge_file) if knowledge_file.is_file() else {}
+    knowledge = read_json(knowledge_file) if knowledge_file.is_file() else {}
     _check_filters(entries, datasets, question_types)
     load = MMADLoad(root)
 
@@ -158,9 +158,10 @@ def _entry_samples(root: Path, key: str, entry: Any, knowledge: Any,
     ]
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a missing or unparsable file is a DataError naming it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
