@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 TINY_MODEL = "builtin:tiny-qwen2.5-vl"
 """A model path that builds a tiny random Qwen2.5-VL offline on first use (see models.py)."""
@@ -24,6 +24,17 @@ DEFAULT_RECIPE = "tiny_cpu.yaml"
 
 class RecipeError(ValueError):
     """A recipe problem, worded for the user: one line, no traceback needed."""
+
+
+def _checks_files(info: ValidationInfo) -> bool:
+    """Files are checked where the recipe is loaded (the driver), not again in every actor:
+    on a cluster an actor's node need not see the driver's files."""
+    return not (info.context or {}).get("validated_by_driver")
+
+
+def recipe_in_actor(raw: dict) -> "Recipe":
+    """Rebuild the driver's (already validated) recipe inside an actor."""
+    return Recipe.model_validate(raw, context={"validated_by_driver": True})
 
 
 class Section(BaseModel):
@@ -46,10 +57,10 @@ class ModelConfig(Section):
 
     @field_validator("path")
     @classmethod
-    def _path_exists(cls, value: str) -> str:
+    def _path_exists(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("expected a model folder, a hub id (org/name) or " + TINY_MODEL)
-        if value == TINY_MODEL or Path(value).expanduser().exists():
+        if value == TINY_MODEL or not _checks_files(info) or Path(value).expanduser().exists():
             return value
         if value.startswith("builtin:"):
             raise ValueError(f"unknown builtin model (expected {TINY_MODEL})")
@@ -98,17 +109,17 @@ class DataConfig(Section):
 
     @field_validator("fewshot_file")
     @classmethod
-    def _fewshot_file_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).expanduser().is_file():
+    def _fewshot_file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and _checks_files(info) and not Path(value).expanduser().is_file():
             raise ValueError("no such file (expected a few-shot file written by `anomalyr1 fewshot`)")
         return value
 
     @model_validator(mode="after")
-    def _mmad_needs_root(self) -> "DataConfig":
+    def _mmad_needs_root(self, info: ValidationInfo) -> "DataConfig":
         if self.source == "mmad":
             if not self.root:
                 raise ValueError("root is required when source is mmad (expected the MMAD folder)")
-            if not (Path(self.root).expanduser() / "mmad.json").is_file():
+            if _checks_files(info) and not (Path(self.root).expanduser() / "mmad.json").is_file():
                 raise ValueError(f"root {self.root!r} has no mmad.json (expected the MMAD folder)")
         return self
 
@@ -228,7 +239,10 @@ class LearnerConfig(Section):
     mini_batch_size: int | None = Field(None, ge=1)
     """Sequences per optimizer step across all learners; None: one optimizer step per training step."""
     micro_batch_size: int = Field(8, ge=1)
-    """Sequences per forward pass on one learner."""
+    """Sequences per forward pass on one learner (when micro_batch_tokens is not set)."""
+    micro_batch_tokens: int | None = Field(None, ge=1)
+    """Token budget per forward pass (padded prompt + response tokens): even memory per pass
+    whatever the lengths; a sequence longer than the budget gets a pass of its own."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     """FSDP2 mixed-precision compute dtype (fp32 master weights are kept either way)."""
     gradient_checkpointing: bool = False

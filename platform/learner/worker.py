@@ -23,7 +23,7 @@ from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, respons
 from anomalyr1.platform.grpo import LossSettings, policy_objective
 from anomalyr1.platform.learner.backend import make_backend
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
-from anomalyr1.platform.recipe import Recipe
+from anomalyr1.platform.recipe import recipe_in_actor
 
 
 @dataclass
@@ -41,7 +41,7 @@ def free_port() -> int:
 class LearnerWorker:
     def __init__(self, rank: int, world_size: int, recipe: dict):
         self.rank, self.world_size = rank, world_size
-        self.recipe = Recipe.model_validate(recipe)
+        self.recipe = recipe_in_actor(recipe)
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         use_cuda = self.recipe.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
@@ -95,7 +95,8 @@ class LearnerWorker:
             self.updates = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size).get("updates", 0)
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.settings.kl_coef > 0:
-            reference = load_policy(self.model_path, "float32", attn, str(self.device)).eval()
+            # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
+            reference = load_policy(self.model_path, learner.param_dtype, attn, str(self.device)).eval()
             reference.requires_grad_(False)
             self.reference = make_backend(learner.backend, reference, self.recipe, reference=True)
         self.updates = 0
@@ -120,13 +121,32 @@ class LearnerWorker:
         A padding micro-batch holds a blank copy of `template` (any sequence of this rank):
         same shapes and collectives as real work, zero weight in loss and gradient.
         """
-        size = self.recipe.learner.micro_batch_size
-        local = [sequences[i : i + size] for i in range(0, len(sequences), size)]
+        local = self._micro_batches(sequences)
         count = torch.tensor([len(local)], dtype=torch.long)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         while len(local) < int(count[0]):
             local.append([self._blank(template)])
         return local
+
+    def _micro_batches(self, sequences: list[TrainSequence]) -> list[list[TrainSequence]]:
+        """By count (micro_batch_size), or packed under a token budget (micro_batch_tokens), where
+        a micro-batch costs its padded size: sequences x (longest prompt + longest response)."""
+        learner = self.recipe.learner
+        if learner.micro_batch_tokens is None:
+            size = learner.micro_batch_size
+            return [sequences[i : i + size] for i in range(0, len(sequences), size)]
+        batches: list[list[TrainSequence]] = []
+        current: list[TrainSequence] = []
+        prompt = response = 0
+        for sequence in sequences:
+            wider_prompt = max(prompt, len(sequence.group.prompt_ids))
+            wider_response = max(response, len(sequence.response))
+            if current and (len(current) + 1) * (wider_prompt + wider_response) > learner.micro_batch_tokens:
+                batches.append(current)
+                current, wider_prompt, wider_response = [], len(sequence.group.prompt_ids), len(sequence.response)
+            current.append(sequence)
+            prompt, response = wider_prompt, wider_response
+        return batches + ([current] if current else [])
 
     @staticmethod
     def _blank(sequence: TrainSequence) -> TrainSequence:

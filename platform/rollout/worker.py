@@ -17,7 +17,7 @@ from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.models import fingerprint, load_processor, resolve_model_path
-from anomalyr1.platform.recipe import Recipe
+from anomalyr1.platform.recipe import recipe_in_actor
 from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
 
 
@@ -34,7 +34,7 @@ class RolloutWorker:
     def __init__(self, rank: int, recipe: dict):
         self.rank = rank
         self.incarnation = uuid.uuid4().hex
-        self.recipe = Recipe.model_validate(recipe)
+        self.recipe = recipe_in_actor(recipe)
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         model = self.recipe.model
         path = resolve_model_path(model)

@@ -1,4 +1,4 @@
-"""A non-finite loss or gradient skips the update and leaves the weights as they were."""
+"""The learner on its own (one gloo rank): the numeric guard and micro-batching by token budget."""
 
 import math
 
@@ -43,3 +43,20 @@ def test_non_finite_loss_skips_the_update(learner, synthetic_root):
     result = learner.update(sequences(learner, synthetic_root, 1.0), total_sequences=4, seed=1)
     assert result.metrics["actor/skipped_updates"] == 0.0
     assert any(not torch.equal(after[k], v) for k, v in weights(learner).items()), "a finite update must still train"
+
+
+def test_token_budget_packs_micro_batches(tiny_recipe, synthetic_root):
+    recipe = tiny_recipe("learner.workers=1", "learner.micro_batch_tokens=200")
+    learner = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
+    learner.setup("127.0.0.1", free_port())
+    try:
+        batch = sequences(learner, synthetic_root, 1.0)
+        packed = learner._micro_batches(batch)
+        assert [s for micro in packed for s in micro] == batch, "packing keeps every sequence, in order"
+        for micro in packed:
+            width = max(len(s.group.prompt_ids) for s in micro) + max(len(s.response) for s in micro)
+            assert len(micro) == 1 or len(micro) * width <= 200
+        assert len(packed) > 1
+        assert learner.update(batch, total_sequences=len(batch), seed=0).metrics["actor/skipped_updates"] == 0.0
+    finally:
+        learner.shutdown()
