@@ -45,6 +45,36 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    # fails here, before any contact with the cluster; paths are checked where the job runs
+    recipe = load_recipe(args.recipe, args.overrides, check_files=False)
+    from pathlib import Path
+
+    from anomalyr1.platform.submit import SubmitError, follow, job_spec, submit
+
+    if not Path(recipe.trainer.output_dir).expanduser().is_absolute():
+        print(f"note: trainer.output_dir {recipe.trainer.output_dir!r} is relative: it lands in the job's temporary copy "
+              "of the repository on the head node; give an absolute path on shared storage to keep the outputs", file=sys.stderr)
+    try:
+        job_id = submit(job_spec(args.recipe, args.overrides, recipe, Path.cwd()), args.address)
+        print(f"job: {job_id}", flush=True)
+        if args.no_follow:
+            print(f"logs: ray job logs --address {args.address} --follow {job_id}")
+            return 0
+        status, message = follow(args.address, job_id)
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the job goes on (ray job stop --address {args.address} JOB_ID stops it)", file=sys.stderr)
+        return 130
+    if status != "SUCCEEDED":
+        print(f"error: job {job_id} {status}: {message}", file=sys.stderr)
+        return 1
+    print(f"job {job_id} SUCCEEDED")
+    return 0
+
+
 def cmd_keys(args) -> int:
     from anomalyr1.platform.recipe import recipe_keys
 
@@ -135,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(train)
     train.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in trainer.output_dir")
     train.set_defaults(run=cmd_train)
+    submit = commands.add_parser("submit", help="run a recipe as a Ray job on a cluster and follow its logs")
+    submit.add_argument("recipe", help="recipe YAML inside the repository (uploaded as the job's working_dir)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set trainer.steps=20 (repeatable)")
+    submit.add_argument("--address", required=True, help="the cluster's job server, e.g. http://HEAD:8265")
+    submit.add_argument("--no-follow", action="store_true", help="print the job id and return without waiting for the job")
+    submit.set_defaults(run=cmd_submit)
     keys = commands.add_parser("keys", help="print every recipe key with its default and meaning (Markdown)")
     keys.set_defaults(run=cmd_keys)
     tiny = commands.add_parser("build-tiny-model", help="write a tiny random Qwen2.5-VL (offline)")
@@ -164,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(evaluation)
     evaluation.add_argument("--checkpoint", metavar="DIR", help="model folder to evaluate (e.g. RUN/final; default: the recipe's model)")
     evaluation.add_argument("--out", metavar="DIR", help="where answers.json and table.json go (default: trainer.output_dir/eval)")
-    evaluation.add_argument("--prompt", default="mmad_eval", choices=["mmad_eval", "anomalyr1"], help="prompt to ask with (default: MMAD's)")
+    evaluation.add_argument("--prompt", default="mmad_eval", help="prompt to ask with (default: MMAD's own, mmad_eval)")
     evaluation.set_defaults(run=cmd_eval)
     mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
     mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")

@@ -187,7 +187,44 @@ def load_policy(path: str, dtype: str = "float32", attn_implementation: str = "s
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=getattr(torch, dtype), attn_implementation=attention_backend(attn_implementation)
     )
+    encode_each_image_once(model.model.visual)
     return model.to(device)
+
+
+def encode_each_image_once(visual: torch.nn.Module) -> None:
+    """Make the vision tower encode every distinct image of a call once.
+
+    GRPO feeds the G completions of a prompt with the same image (generate expands it G times,
+    and so does a learner micro-batch), so the tower would encode it G times. This wraps the
+    tower's forward: identical images (same grid, equal pixels) are encoded once and their
+    features reused, and autograd sums the gradients of the copies, so outputs and gradients
+    are those of the unwrapped tower. It sits inside the model's own forward, untouched by FSDP2
+    or DeepSpeed wrapping.
+    """
+    encode = visual.forward
+    merge = visual.spatial_merge_size**2
+
+    def forward(hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs):
+        patches = grid_thw.prod(-1).tolist()
+        chunks = hidden_states.split(patches)
+        distinct: list[int] = []
+        owner: list[int] = []
+        for index, chunk in enumerate(chunks):
+            match = next((d for d in reversed(distinct) if chunks[d].shape == chunk.shape and torch.equal(chunks[d], chunk)), None)
+            if match is None:
+                distinct.append(index)
+                match = index
+            owner.append(distinct.index(match))
+        if len(distinct) == len(chunks):
+            return encode(hidden_states, grid_thw, **kwargs)
+        out = encode(torch.cat([chunks[d] for d in distinct]), grid_thw[distinct], **kwargs)
+        merged = out.pooler_output.split([patches[d] // merge for d in distinct])
+        per_patch = out.last_hidden_state.split([patches[d] for d in distinct])
+        out.pooler_output = torch.cat([merged[o] for o in owner])
+        out.last_hidden_state = torch.cat([per_patch[o] for o in owner])
+        return out
+
+    visual.forward = forward
 
 
 def fingerprint(named_tensors) -> float:

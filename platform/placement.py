@@ -57,6 +57,75 @@ def check_capacity(demands: list[RoleDemand], total: dict[str, float]) -> None:
             raise PlacementError(f"the recipe needs {need:g} {resource} ({parts}) but the cluster has {have:g} {resource}")
 
 
+def cluster_nodes() -> list[dict[str, float]]:
+    """Each alive node's total resources: what plan_placement needs to see a single actor that
+    fits the cluster's sum but no one node."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+
+
+def plan_placement(demands: list[RoleDemand], nodes: list[dict[str, float]]) -> dict[str, list[int]]:
+    """The node index each actor of each role lands on, as Ray would place the roles' groups.
+
+    check_capacity compares sums, but an actor needs its whole bundle on one node: two 1-GPU
+    nodes cannot hold a 2-GPU learner, and Ray would wait for it forever. Groups are placed in
+    order, each on what the earlier ones left, as place_roles creates them. SPREAD puts each
+    bundle on the fitting node holding fewest of its group (round-robin); PACK fills the fitting
+    node with room for most of the group's remaining bundles first.
+    """
+    shown = ("CPU", "GPU") if any(node.get("GPU") for node in nodes) else ("CPU",)
+    free = [{key: float(value) for key, value in node.items()} for node in nodes]
+    plan: dict[str, list[int]] = {}
+    for demand in demands:
+        bundle = demand.bundle()
+        if not any(_fits(bundle, node) for node in nodes):
+            raise PlacementError(
+                f"one {demand.role} actor needs {_show(bundle, bundle)} on a single node, "
+                f"but no node has that much (nodes: {_show_nodes(nodes, shown)})"
+            )
+        placed: list[int] = []
+        plan[demand.role] = placed
+        for number in range(demand.count):
+            candidates = [i for i, node in enumerate(free) if _fits(bundle, node)]
+            if not candidates:
+                so_far = ", ".join(f"{role} on nodes {where}" for role, where in plan.items() if where)
+                raise PlacementError(
+                    f"the roles do not fit together: {demand.role} actor {number + 1} of {demand.count} needs "
+                    f"{_show(bundle, bundle)} on one node and none has that left after placing {so_far} "
+                    f"(free: {_show_nodes(free, shown)})"
+                )
+            if demand.strategy == "SPREAD":
+                chosen = min(candidates, key=lambda i: (placed.count(i), i))
+            else:
+                left = demand.count - number
+                chosen = min(candidates, key=lambda i: (i not in placed, -min(left, _room(bundle, free[i])), i))
+            for key, amount in bundle.items():
+                free[chosen][key] -= amount
+            placed.append(chosen)
+    return plan
+
+
+_EPSILON = 1e-9
+"""Fractions (0.1 CPU, 0.5 GPU) add up with float error."""
+
+
+def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(key, 0.0) + _EPSILON >= amount for key, amount in bundle.items())
+
+
+def _room(bundle: dict[str, float], node: dict[str, float]) -> int:
+    return min(int((node.get(key, 0.0) + _EPSILON) // amount) for key, amount in bundle.items() if amount > 0)
+
+
+def _show(resources: dict[str, float], keys) -> str:
+    return " + ".join(f"{max(0.0, resources.get(key, 0.0)):g} {key}" for key in keys)
+
+
+def _show_nodes(nodes: list[dict[str, float]], keys) -> str:
+    return "; ".join(f"node {i}: {_show(node, keys)}" for i, node in enumerate(nodes))
+
+
 def place_roles(demands: list[RoleDemand], timeout_s: float) -> dict[str, object]:
     """A ready placement group per role; on timeout, names the role Ray could not place."""
     import ray

@@ -27,8 +27,8 @@ class RecipeError(ValueError):
 
 
 def _checks_files(info: ValidationInfo) -> bool:
-    """Files are checked where the recipe is loaded (the driver), not again in every actor:
-    on a cluster an actor's node need not see the driver's files."""
+    """Files are checked where the recipe runs (the driver), not again in every actor nor on the
+    machine that submits it: on a cluster those need not see the driver's files."""
     return not (info.context or {}).get("validated_by_driver")
 
 
@@ -329,14 +329,14 @@ def _describe(error: dict) -> str:
     return f"{location} = {value!r}: {message}"
 
 
-def parse_recipe(raw: Any, origin: str = "recipe", overrides: list[str] = ()) -> Recipe:
+def parse_recipe(raw: Any, origin: str = "recipe", overrides: list[str] = (), check_files: bool = True) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         _apply_override(raw, assignment)
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw, context={"validated_by_driver": not check_files})
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "extra_forbidden":
@@ -374,8 +374,11 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def load_recipe(path: str | None, overrides: list[str] = ()) -> Recipe:
-    """Read and validate a recipe; `path=None` is the embedded tiny CPU recipe."""
+def load_recipe(path: str | None, overrides: list[str] = (), check_files: bool = True) -> Recipe:
+    """Read and validate a recipe; `path=None` is the embedded tiny CPU recipe.
+
+    check_files=False skips the checks that files exist (model, data, few-shot file), for a
+    recipe checked on one machine and run on another (`anomalyr1 submit`)."""
     if path is None:
         text = importlib.resources.files("anomalyr1.recipes").joinpath(DEFAULT_RECIPE).read_text()
         origin = DEFAULT_RECIPE
@@ -390,7 +393,7 @@ def load_recipe(path: str | None, overrides: list[str] = ()) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{origin}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_recipe(raw, origin, overrides)
+    return parse_recipe(raw, origin, overrides, check_files)
 
 
 def dump_recipe(recipe: Recipe) -> str:

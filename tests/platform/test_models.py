@@ -62,3 +62,28 @@ def test_learner_log_probs_match_the_sampling_distribution(tiny_model, synthetic
         assert response == out.sequences[row, width: width + len(response)].tolist()
         expected = scores[row, torch.arange(len(response)), torch.tensor(response)]
         assert torch.allclose(recomputed[row, : len(response)], expected, atol=1e-4), (row, (recomputed[row, :len(response)] - expected).abs().max())
+
+
+def test_repeated_images_are_encoded_once_with_the_same_outputs_and_gradients(tiny_model, synthetic_root):
+    """The G copies of a prompt's image go through the vision tower once; nothing else changes."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    processor = load_processor(tiny_model)
+    samples = list({s.image: s for s in load_mmad(synthetic_root).samples}.values())[:2]
+    groups = HFEngine(tiny_model, processor.tokenizer).generate(
+        [encode_prompt(processor, s, PromptConfig(), 112 * 112) for s in samples], SamplingSettings(n=3, max_new_tokens=8, seed=0)
+    )
+    wrapped = load_policy(tiny_model)
+    plain = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
+    batch = collate([(g, r) for g in groups for r in g.responses], processor.tokenizer.pad_token_id, plain.config.image_token_id)
+    seen = []
+    wrapped.model.visual.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    results = []
+    for model in (wrapped, plain):
+        log_probs = response_log_probs(model(**batch.inputs).logits, batch, [], 1.0)
+        log_probs.sum().backward()
+        results.append((log_probs.detach(), model.model.visual.patch_embed.proj.weight.grad.clone()))
+    patches_per_image = int(groups[0].image_grid_thw.prod())
+    assert seen == [2 * patches_per_image], "6 sequences of 2 distinct images: 2 images encoded"
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5), "gradients of the shared encoding must sum the copies'"

@@ -136,3 +136,11 @@ def test_paper_recipe_carries_the_paper_settings():
     assert (recipe.algorithm.clip_ratio, recipe.algorithm.kl_type) == (0.2, "low_var_kl")
     assert recipe.rollout.engine == "vllm" and recipe.learner.backend == "fsdp2" and recipe.learner.num_gpus >= 1
     assert [t.name for t in recipe.reward.terms] == ["roam", "accuracy"]
+
+
+def test_file_checks_can_be_left_to_the_machine_that_runs_the_recipe():
+    overrides = ["model.path=/cluster/only/model", "data.source=mmad", "data.root=/cluster/only/MMAD"]
+    with pytest.raises(RecipeError, match="model.path"):
+        load_recipe(None, overrides)
+    recipe = load_recipe(None, overrides, check_files=False)
+    assert (recipe.model.path, recipe.data.root) == ("/cluster/only/model", "/cluster/only/MMAD")
