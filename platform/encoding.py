@@ -13,11 +13,14 @@ import torch
 from anomalyr1.data_pipelines.images import image_size
 from anomalyr1.data_pipelines.prompts import build_prompt, load_image
 from anomalyr1.data_pipelines.schema import Sample
+from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.recipe import PromptConfig
 
 
 @dataclass
 class EncodedPrompt:
+    """One prompt as the rollout engines take it; `group` pairs it with its completions."""
+
     sample: dict
     prompt_ids: list[int]
     pixel_values: torch.Tensor
@@ -28,6 +31,18 @@ class EncodedPrompt:
     """The prompt as chat text with one placeholder per image (what vLLM takes)."""
     images: list
     """The PIL images behind the placeholders, capped; stays on the worker."""
+
+    def group(self, responses: list[list[int]], texts: list[str], log_probs: list[list[float]] | None = None) -> RolloutGroup:
+        return RolloutGroup(
+            sample=self.sample,
+            prompt_ids=self.prompt_ids,
+            pixel_values=self.pixel_values,
+            image_grid_thw=self.image_grid_thw,
+            responses=responses,
+            texts=texts,
+            log_probs=log_probs,
+            model_input_size=self.model_input_size,
+        )
 
 
 def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pixels: int) -> EncodedPrompt:

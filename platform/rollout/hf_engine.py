@@ -70,17 +70,7 @@ class HFEngine:
         groups = []
         for row, prompt in enumerate(prompts):
             responses = [self._cut(tokens) for tokens in generated[row * n : (row + 1) * n]]
-            groups.append(
-                RolloutGroup(
-                    sample=prompt.sample,
-                    prompt_ids=prompt.prompt_ids,
-                    pixel_values=prompt.pixel_values,
-                    image_grid_thw=prompt.image_grid_thw,
-                    responses=responses,
-                    texts=self.tokenizer.batch_decode(responses, skip_special_tokens=True),
-                    model_input_size=prompt.model_input_size,
-                )
-            )
+            groups.append(prompt.group(responses, self.tokenizer.batch_decode(responses, skip_special_tokens=True)))
         return groups
 
     def _cut(self, tokens: list[int]) -> list[int]:

@@ -81,15 +81,10 @@ class VLLMEngine:
         for prompt, output in zip(prompts, outputs):
             completions = output.outputs
             groups.append(
-                RolloutGroup(
-                    sample=prompt.sample,
-                    prompt_ids=prompt.prompt_ids,
-                    pixel_values=prompt.pixel_values,
-                    image_grid_thw=prompt.image_grid_thw,
+                prompt.group(
                     responses=[list(c.token_ids) for c in completions],
                     texts=[c.text for c in completions],
                     log_probs=[[step[token].logprob for token, step in zip(c.token_ids, c.logprobs)] for c in completions],
-                    model_input_size=prompt.model_input_size,
                 )
             )
         return groups

@@ -13,10 +13,10 @@ import sys
 import tempfile
 import textwrap
 
-import psutil
 import pytest
 
 from anomalyr1.platform.placement import PlacementError, RoleDemand, check_capacity, plan_placement
+from ray_processes import kill_processes_under
 
 
 def rollout(count, cpus=1.0, gpus=0.0):
@@ -140,24 +140,6 @@ CLUSTER_SCRIPT = textwrap.dedent(
 )
 
 
-def _kill_processes_under(temp_dir: str) -> None:
-    """Ray's processes of the cluster rooted at temp_dir, and their children; never another Ray's."""
-    found = {}
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in process.info["cmdline"] or ()):
-                found[process.pid] = process
-                found.update((child.pid, child) for child in process.children(recursive=True))
-        except psutil.Error:
-            pass
-    for process in found.values():
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(list(found.values()), timeout=10)
-
-
 def canonical(plan: dict[str, list[int]]) -> dict[str, list[int]]:
     """Nodes renumbered by first use: which node is which is Ray's choice, the shape is the plan's."""
     names: dict[int, int] = {}
@@ -174,7 +156,7 @@ def test_ray_places_the_roles_as_planned_on_a_three_node_cluster(tmp_path, tiny_
             capture_output=True, text=True, timeout=240,
         )
     finally:
-        _kill_processes_under(temp_dir)
+        kill_processes_under(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

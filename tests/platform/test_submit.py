@@ -15,13 +15,13 @@ import threading
 import zipfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from anomalyr1.platform import cli
 from anomalyr1.platform.metrics import read_metrics
 from anomalyr1.platform.recipe import load_recipe
 from anomalyr1.platform.submit import SubmitError, job_spec
+from ray_processes import kill_processes_under
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny_cpu.yaml"
@@ -132,24 +132,6 @@ def test_a_cluster_that_wants_a_token_says_how_to_give_it(local, capsys):
     assert len(err) == 1 and "wants a token" in err[0] and "RAY_AUTH_MODE=token" in err[0], err
 
 
-def _kill_processes_under(temp_dir: str) -> None:
-    """Ray's processes of the cluster rooted at temp_dir, and their children; never another Ray's."""
-    found = {}
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in process.info["cmdline"] or ()):
-                found[process.pid] = process
-                found.update((child.pid, child) for child in process.children(recursive=True))
-        except psutil.Error:
-            pass
-    for process in found.values():
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(list(found.values()), timeout=10)
-
-
 def test_submit_runs_the_tiny_recipe_as_a_job_on_a_ray_head(local, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -176,7 +158,7 @@ def test_submit_runs_the_tiny_recipe_as_a_job_on_a_ray_head(local, tmp_path):
         job = re.search(r"^job: (raysubmit_\w+)$", done.stdout, re.MULTILINE)
         status = JobSubmissionClient(address).get_job_status(job.group(1)) if job else None
     finally:
-        _kill_processes_under(temp_dir)
+        kill_processes_under(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert job, done.stdout[-3000:]
