@@ -33,7 +33,7 @@ from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
 from anomalyr1.platform.metrics import MetricsLog, mean_std
 from anomalyr1.platform.models import resolve_model_path
-from anomalyr1.platform.placement import check_capacity, cluster_nodes, place_roles, plan_placement, release, role_demands
+from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, dump_recipe
 from anomalyr1.platform.reward_pool import RewardPool
@@ -137,19 +137,12 @@ class Trainer:
 
     def start_roles(self) -> None:
         recipe = self.recipe
-        demands = role_demands(recipe)
-        check_capacity(demands, ray.cluster_resources())
-        log.info("placement plan (node index per actor): %s", plan_placement(demands, cluster_nodes()))
-        self.groups = place_roles(demands, recipe.trainer.placement_timeout_s)
+        demands = {d.role: d for d in role_demands(recipe)}
+        self.groups = reserve(list(demands.values()), recipe.trainer.placement_timeout_s)
         self._raw = recipe.model_dump(mode="json")
-        by_role = {d.role: d for d in demands}
 
         def on(role: str, index: int) -> dict:
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            demand = by_role[role]
-            strategy = PlacementGroupSchedulingStrategy(self.groups[role], placement_group_bundle_index=index)
-            return dict(num_cpus=demand.cpus, num_gpus=demand.gpus, scheduling_strategy=strategy)
+            return actor_options(self.groups[role], index, demands[role])
 
         self._on = on
         rollout_cls = ray.remote(RolloutWorker)
@@ -222,9 +215,9 @@ class Trainer:
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
         metrics_path = self.output / "metrics.jsonl"
         metrics_path.write_text("".join(json.dumps(record) + "\n" for record in self.history))
-        self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
         try:
             self.start_roles()
+            self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 try:
@@ -238,7 +231,8 @@ class Trainer:
                     self._recover_learners(failure)  # back to the last checkpoint; its later steps are redone
             final = self._with_learner_recovery(lambda: self.save_model(self.output / "final"))
         finally:
-            self.metrics_log.close()
+            if hasattr(self, "metrics_log"):
+                self.metrics_log.close()
             self.stop_roles()
         return final
 

@@ -19,7 +19,7 @@ import ray
 from anomalyr1.data_pipelines.scoring import MMADScores, score_answers
 from anomalyr1.platform.driver import connect_ray
 from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
-from anomalyr1.platform.placement import actor_options, check_capacity, place_roles, release, role_demands
+from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
 from anomalyr1.platform.prompt_source import load_training_data
 from anomalyr1.platform.recipe import Recipe, parse_recipe
 from anomalyr1.platform.rollout.worker import RolloutWorker
@@ -59,8 +59,7 @@ def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt
     samples = load_training_data(recipe.data, recipe.model.cache_dir).samples  # before Ray: bad data fails fast
     connect_ray(recipe)
     demand = next(d for d in role_demands(recipe) if d.role == "rollout")
-    check_capacity([demand], ray.cluster_resources())
-    groups = place_roles([demand], recipe.trainer.placement_timeout_s)
+    groups = reserve([demand], recipe.trainer.placement_timeout_s)
     raw = recipe.model_dump(mode="json")
     worker_cls = ray.remote(RolloutWorker)
     workers = [worker_cls.options(**actor_options(groups["rollout"], i, demand)).remote(i, raw) for i in range(demand.count)]

@@ -149,6 +149,18 @@ def place_roles(demands: list[RoleDemand], timeout_s: float) -> dict[str, object
     return groups
 
 
+def reserve(demands: list[RoleDemand], timeout_s: float) -> dict[str, object]:
+    """Check the totals, plan node by node, then place: a recipe the cluster cannot hold fails
+    at once with what is missing; one Ray still cannot place fails after timeout_s."""
+    import logging
+
+    import ray
+
+    check_capacity(demands, ray.cluster_resources())
+    logging.getLogger("anomalyr1").info("placement plan (node index per actor): %s", plan_placement(demands, cluster_nodes()))
+    return place_roles(demands, timeout_s)
+
+
 def actor_options(group: object, index: int, demand: RoleDemand) -> dict:
     """Ray actor options that put one actor of a role on bundle `index` of the role's group."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
