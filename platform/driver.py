@@ -31,7 +31,7 @@ from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit,
 from anomalyr1.platform.eval_rollout import held_out_metrics
 from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
-from anomalyr1.platform.metrics import MetricsLog, mean_std
+from anomalyr1.platform.metrics import MetricsLog, mean_std, metric_sinks
 from anomalyr1.platform.models import resolve_model_path
 from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
@@ -217,7 +217,8 @@ class Trainer:
         metrics_path.write_text("".join(json.dumps(record) + "\n" for record in self.history))
         try:
             self.start_roles()
-            self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step)
+            sinks = metric_sinks(recipe.trainer, self.output, recipe.model_dump(mode="json"))
+            self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step, sinks)
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 try:

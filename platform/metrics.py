@@ -1,4 +1,5 @@
-"""Metrics out: one JSON line per step (always), a console progress bar, TensorBoard if asked.
+"""Metrics out: one JSON line per step (always), a console progress bar, TensorBoard and
+Weights & Biases when the recipe asks (trainer.tensorboard, trainer.wandb_project).
 
 Names follow one scheme so dashboards and scripts can rely on them: reward/<term>,
 actor/<name>, timing/<stage>_s, compute/<stage>_s, throughput/<name>, perf/<name>.
@@ -21,17 +22,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 class MetricsLog:
-    def __init__(self, path: Path, total_steps: int, progress_bar: bool, start_step: int = 0):
+    def __init__(self, path: Path, total_steps: int, progress_bar: bool, start_step: int = 0, sinks: list | None = None):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
         self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True) if progress_bar else None
+        self._sinks = sinks or []
 
     def write(self, step: int, metrics: dict[str, float]) -> dict:
         """Append the step's line (non-finite values as null) and return it as written."""
         record = {"step": step, **{k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        finite = {k: v for k, v in record.items() if k != "step" and v is not None}
+        for sink in self._sinks:
+            sink.log(step, finite)
         if self._bar is not None:
             self._bar.set_postfix(
                 reward=f"{metrics.get('reward/mean', 0):.3f}",
@@ -55,9 +60,51 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+        for sink in self._sinks:
+            sink.close()
         if self._bar is not None:
             self._bar.close()
 
 
 def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class TensorBoardSink:
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(folder))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbSink:
+    """A W&B run named after the output folder; WANDB_MODE=offline keeps it on disk."""
+
+    def __init__(self, project: str, name: str, config: dict, folder: Path):
+        import wandb
+
+        self._run = wandb.init(project=project, name=name, config=config, dir=str(folder), resume="allow", id=name)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self._run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def metric_sinks(trainer, output: Path, recipe_dict: dict) -> list:
+    sinks: list = []
+    if trainer.tensorboard:
+        sinks.append(TensorBoardSink(output / "tensorboard"))
+    if trainer.wandb_project:
+        sinks.append(WandbSink(trainer.wandb_project, output.name, recipe_dict, output))
+    return sinks
+

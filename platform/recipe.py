@@ -282,6 +282,10 @@ class TrainerConfig(Section):
     """Where a local dashboard listens: localhost unless set otherwise, since it can submit jobs."""
     progress_bar: bool = True
     """Console progress bar with reward, KL, length and step time."""
+    tensorboard: bool = False
+    """Also write every metric to TensorBoard event files in <output_dir>/tensorboard."""
+    wandb_project: str | None = None
+    """Also log every metric to this Weights & Biases project (run named after output_dir)."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
     runtime_pip: list[str] = []
