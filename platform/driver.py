@@ -224,7 +224,7 @@ class Trainer:
                 try:
                     metrics = self.train_step()
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
-                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe))  # current weights
+                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm))
                     self.history.append(self.metrics_log.write(self.step, metrics))
                     if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
                         self.save_checkpoint()
@@ -279,8 +279,7 @@ class Trainer:
             except ray.exceptions.RayActorError as exc:
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
-                self._count_fault("rollout", f"rollout worker {rank}: {cause}")
-                self._refresh_rollout_worker(rank)
+                self._rearm(rank, cause)
                 sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
                 retry = workers[rank].generate.remote([s.to_dict() for s in shares[rank]], sampling)
                 pending[retry] = rank
@@ -342,6 +341,11 @@ class Trainer:
         if not self._sync_checked:
             self._check_sync()
             self._sync_checked = True
+
+    def _rearm(self, rank: int, cause: object) -> None:
+        """A rollout worker died or came back with its initial weights: count it, give it the current ones."""
+        self._count_fault("rollout", f"rollout worker {rank}: {cause}")
+        self._refresh_rollout_worker(rank)
 
     def _refresh_rollout_worker(self, rank: int) -> None:
         for attempt in range(self.MAX_RESTARTS + 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ray
 
@@ -22,30 +22,52 @@ def eval_batch_size(recipe: Recipe) -> int:
     return math.ceil(recipe.trainer.prompts_per_step / recipe.rollout.workers) * recipe.rollout.n
 
 
-def greedy_answers(workers: Sequence[Any], samples: Sequence[Sample], max_new_tokens: int, batch_size: int) -> list[dict]:
+def greedy_answers(
+    workers: Sequence[Any],
+    samples: Sequence[Sample],
+    max_new_tokens: int,
+    batch_size: int,
+    incarnations: dict[int, str] | None = None,
+    rearm: Callable[[int, object], None] | None = None,
+) -> list[dict]:
     """MMAD answer records for samples, in their order. Batches go to whichever worker is free,
-    so a slow worker (or a batch of long prompts) does not hold the others up."""
+    so a slow worker (or a batch of long prompts) does not hold the others up.
+
+    With `incarnations` (the trainer's record of which worker process holds its weights) and
+    `rearm`, a worker that died or came back with its initial weights is given the current ones
+    and its batch redone, as in training."""
     sampling = SamplingSettings(n=1, greedy=True, max_new_tokens=max_new_tokens)
     starts = list(range(0, len(samples), batch_size))
     texts: list[str] = [""] * len(samples)
-    idle, pending = list(workers), {}
+    idle, pending = list(range(len(workers))), {}
     while starts or pending:
         while idle and starts:
             start = starts.pop(0)
             batch = [s.to_dict() for s in samples[start:start + batch_size]]
-            worker = idle.pop()
-            pending[worker.generate.remote(batch, sampling)] = (worker, start)
+            index = idle.pop()
+            pending[workers[index].generate.remote(batch, sampling)] = (index, start)
         done, _ = ray.wait(list(pending), num_returns=1)
-        worker, start = pending.pop(done[0])
-        for offset, group in enumerate(ray.get(done[0]).groups):
-            texts[start + offset] = group.texts[0]
-        idle.append(worker)
+        index, start = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+            cause = None if incarnations is None or result.incarnation == incarnations.get(index) else "restarted since its last weights"
+        except ray.exceptions.RayActorError as exc:
+            if rearm is None:
+                raise
+            result, cause = None, exc
+        if cause is not None:
+            rearm(index, cause)
+            starts.insert(0, start)
+        else:
+            for offset, group in enumerate(result.groups):
+                texts[start + offset] = group.texts[0]
+        idle.append(index)
     return [answer_record(sample, text) for sample, text in zip(samples, texts)]
 
 
-def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe) -> dict[str, float]:
+def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe, incarnations=None, rearm=None) -> dict[str, float]:
     """eval/* metrics of the workers' current policy on the held-out samples, with the training
     prompt (the one the policy is trained to answer), and timing/eval_s."""
     start = time.perf_counter()
-    records = greedy_answers(workers, samples, recipe.rollout.max_new_tokens, eval_batch_size(recipe))
+    records = greedy_answers(workers, samples, recipe.rollout.max_new_tokens, eval_batch_size(recipe), incarnations, rearm)
     return {**eval_metrics(score_answers(records)), "timing/eval_s": time.perf_counter() - start}

@@ -63,3 +63,41 @@ def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot
     logged = {k: v for k, v in second.items() if k.startswith("eval/")}
     assert logged == pytest.approx(eval_metrics(score_answers(answered[0])))
     assert "eval/unparsed" in logged and second["timing/eval_s"] > 0
+
+
+def test_held_out_answers_rearm_a_restarted_worker_and_redo_its_batch(ray_session, synthetic_root):
+    """A worker whose first answer comes from a new incarnation (it restarted with its initial
+    weights) is re-armed and its batch answered again: no stale answers reach the metrics."""
+    import types
+
+    import ray
+
+    from anomalyr1.data_pipelines import load_mmad
+    from anomalyr1.platform.eval_rollout import greedy_answers
+
+    @ray.remote(num_cpus=0.1)
+    class Worker:
+        def __init__(self):
+            self.incarnation, self.calls = "new", 0
+
+        def generate(self, samples, sampling):
+            self.calls += 1
+            text = "<answer>stale</answer>" if self.incarnation == "new" else "<answer>A</answer>"
+            groups = [types.SimpleNamespace(texts=[text]) for _ in samples]
+            return types.SimpleNamespace(groups=groups, incarnation=self.incarnation)
+
+        def rearm(self):
+            self.incarnation = "armed"
+
+    samples = load_mmad(synthetic_root).samples[:6]
+    workers = [Worker.remote()]
+    incarnations = {0: "armed"}
+    rearmed = []
+
+    def rearm(index, cause):
+        rearmed.append((index, cause))
+        ray.get(workers[index].rearm.remote())
+
+    records = greedy_answers(workers, samples, max_new_tokens=4, batch_size=3, incarnations=incarnations, rearm=rearm)
+    assert rearmed == [(0, "restarted since its last weights")]
+    assert all(r["gpt_answer"] == "A" for r in records), records
