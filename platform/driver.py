@@ -35,7 +35,7 @@ from anomalyr1.platform.metrics import MetricsLog, mean_std, metric_sinks
 from anomalyr1.platform.models import resolve_model_path
 from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
-from anomalyr1.platform.recipe import Recipe, dump_recipe
+from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
 from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout.hf_engine import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
@@ -113,6 +113,13 @@ class Trainer:
         self._sync_checked = False
         if resume:
             self._restore()
+        elif any(checkpoints_dir(self.output).glob("step_*")):
+            # Starting over here would mix two runs' checkpoints, and pruning (newest step first)
+            # could then delete the new run's: refuse, nothing is touched.
+            raise RecipeError(
+                f"trainer.output_dir = {str(self.output)!r} already holds checkpoints of an earlier run: "
+                "pass --resume to continue it, or choose another trainer.output_dir"
+            )
 
     def _restore(self) -> None:
         found = find_resumable(self.output, self.recipe.learner.workers)

@@ -2,12 +2,16 @@
 
 import json
 import logging
+from pathlib import Path
+
+import pytest
 
 from safetensors.torch import load_file
 
 from anomalyr1.platform.checkpoint import find_resumable
 from anomalyr1.platform.driver import Trainer
 from anomalyr1.platform.metrics import read_metrics
+from anomalyr1.platform.recipe import RecipeError
 
 
 def test_checkpoints_and_fallback_from_a_truncated_one(ray_session, tiny_recipe, learnable_reward, caplog):
@@ -35,3 +39,12 @@ def test_checkpoints_and_fallback_from_a_truncated_one(ray_session, tiny_recipe,
     resumed.train()
     steps = [r["step"] for r in read_metrics(resumed.output / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4], "metrics after the checkpoint are rewritten, not duplicated"
+
+
+def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(tiny_recipe):
+    recipe = tiny_recipe()
+    earlier = Path(recipe.trainer.output_dir) / "checkpoints" / "step_5"
+    earlier.mkdir(parents=True)
+    with pytest.raises(RecipeError, match="--resume"):
+        Trainer(recipe)
+    assert earlier.is_dir(), "nothing of the earlier run is touched"

@@ -1,7 +1,6 @@
 """The tiny model and the rollout/learner agreement on log-probs."""
 
 import torch
-from PIL import Image
 
 from anomalyr1.data_pipelines import load_mmad
 from anomalyr1.platform.batch import collate, response_log_probs

@@ -5,7 +5,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 import ray
 import torch
 
