@@ -84,6 +84,17 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def cmd_build_dataset(args) -> int:
+    from anomalyr1.data_pipelines.hf_dataset import build_hf_dataset
+    from anomalyr1.platform.prompt_source import load_training_data
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    loaded = load_training_data(recipe.data, recipe.model.cache_dir)
+    out = build_hf_dataset(loaded.samples, args.out)
+    print(f"{out}: {len(loaded.samples)} questions; train from it with --set data.source=hf --set data.root={out}")
+    return 0
+
+
 def cmd_build_tiny_model(args) -> int:
     from anomalyr1.platform.models import build_tiny_qwen2_5_vl
 
@@ -174,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(run=cmd_submit)
     keys = commands.add_parser("keys", help="print every recipe key with its default and meaning (Markdown)")
     keys.set_defaults(run=cmd_keys)
+    build = commands.add_parser("build-dataset", help="write the recipe's data as a Hugging Face dataset with its images inside")
+    _recipe_args(build)
+    build.add_argument("--out", required=True, help="dataset folder to write (reused when unchanged)")
+    build.set_defaults(run=cmd_build_dataset)
     tiny = commands.add_parser("build-tiny-model", help="write a tiny random Qwen2.5-VL (offline)")
     tiny.add_argument("out")
     tiny.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from anomalyr1.data_pipelines import DataError, MMADLoad, Sample, ensure_synthetic_mmad, load_mmad, shuffle_options
 from anomalyr1.data_pipelines.fewshot import load_fewshot
+from anomalyr1.data_pipelines.hf_dataset import load_hf_dataset
 from anomalyr1.platform.recipe import DataConfig
 
 
@@ -27,6 +28,8 @@ def synthetic_root(data: DataConfig, cache_dir: str) -> Path:
 
 
 def load_training_data(data: DataConfig, cache_dir: str) -> MMADLoad:
+    if data.source == "hf":
+        return _load_built_dataset(data, cache_dir)
     if data.source == "synthetic":
         root = ensure_synthetic_mmad(synthetic_root(data, cache_dir), **data.synthetic.model_dump())
     else:
@@ -75,3 +78,17 @@ class PromptSource:
     def load_state(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._permutation(self.epoch)
+
+
+def _load_built_dataset(data: DataConfig, cache_dir: str) -> MMADLoad:
+    """A dataset built once and shared: its images land in this node's cache on first use."""
+    root = Path(data.root).expanduser()
+    samples = load_hf_dataset(root, Path(cache_dir).expanduser() / "hf-files")
+    kept = [
+        s for s in samples
+        if (data.datasets is None or s.dataset in data.datasets) and (data.question_types is None or s.question_type in data.question_types)
+    ][: data.max_samples]
+    if not kept:
+        raise DataError(f"{root}: no questions after filtering")
+    return MMADLoad(root, kept)
+

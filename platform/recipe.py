@@ -85,8 +85,9 @@ class SyntheticDataConfig(Section):
 
 
 class DataConfig(Section):
-    source: Literal["synthetic", "mmad"] = "synthetic"
-    """`mmad`: an MMAD-format root (mmad.json + images); `synthetic`: generated on first use."""
+    source: Literal["synthetic", "mmad", "hf"] = "synthetic"
+    """`mmad`: an MMAD-format root (mmad.json + images); `synthetic`: generated on first use;
+    `hf`: a dataset folder written by `anomalyr1 build-dataset` (images inside, for clusters)."""
     root: str | None = None
     """The MMAD root. For `synthetic`, where to generate (default: under model.cache_dir)."""
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
@@ -121,6 +122,13 @@ class DataConfig(Section):
                 raise ValueError("root is required when source is mmad (expected the MMAD folder)")
             if _checks_files(info) and not (Path(self.root).expanduser() / "mmad.json").is_file():
                 raise ValueError(f"root {self.root!r} has no mmad.json (expected the MMAD folder)")
+        if self.source == "hf":
+            from anomalyr1.data_pipelines.hf_dataset import MARKER
+
+            if not self.root:
+                raise ValueError("root is required when source is hf (expected a folder from `anomalyr1 build-dataset`)")
+            if _checks_files(info) and not (Path(self.root).expanduser() / MARKER).is_file():
+                raise ValueError(f"root {self.root!r} is not a dataset from `anomalyr1 build-dataset` (no {MARKER})")
         return self
 
 
