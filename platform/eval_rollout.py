@@ -45,7 +45,7 @@ def greedy_answers(
             start = starts.pop(0)
             batch = [s.to_dict() for s in samples[start:start + batch_size]]
             index = idle.pop()
-            pending[workers[index].generate.remote(batch, sampling)] = (index, start)
+            pending[workers[index].generate.remote(batch, sampling, texts_only=True)] = (index, start)
         done, _ = ray.wait(list(pending), num_returns=1)
         index, start = pending.pop(done[0])
         try:

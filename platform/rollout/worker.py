@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -48,7 +48,10 @@ class RolloutWorker:
             device = "cuda" if use_cuda else "cpu"
             self.engine = HFEngine(path, self.processor.tokenizer, model.dtype, model.attn_implementation, device)
 
-    def generate(self, samples: list[dict], sampling: SamplingSettings) -> RolloutResult:
+    def generate(self, samples: list[dict], sampling: SamplingSettings, texts_only: bool = False) -> RolloutResult:
+        """G completions per sample. texts_only drops the token ids and pixels from the result:
+        evaluation needs only the answers, and shipping every image's pixels back to the driver
+        costs megabytes per question on a real model."""
         start = time.perf_counter()
         prompts = [
             encode_prompt(self.processor, Sample.from_dict(s), self.recipe.prompt, self.recipe.data.max_image_pixels)
@@ -56,6 +59,8 @@ class RolloutWorker:
         ]
         groups = self.engine.generate(prompts, sampling)
         tokens = sum(len(r) for g in groups for r in g.responses)
+        if texts_only:
+            groups = [replace(g, prompt_ids=[], pixel_values=torch.empty(0), image_grid_thw=torch.empty(0), responses=[]) for g in groups]
         return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, tokens=tokens, incarnation=self.incarnation)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> str:

@@ -80,7 +80,7 @@ def test_held_out_answers_rearm_a_restarted_worker_and_redo_its_batch(ray_sessio
         def __init__(self):
             self.incarnation, self.calls = "new", 0
 
-        def generate(self, samples, sampling):
+        def generate(self, samples, sampling, texts_only=False):
             self.calls += 1
             text = "<answer>stale</answer>" if self.incarnation == "new" else "<answer>A</answer>"
             groups = [types.SimpleNamespace(texts=[text]) for _ in samples]

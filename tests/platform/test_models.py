@@ -86,3 +86,16 @@ def test_repeated_images_are_encoded_once_with_the_same_outputs_and_gradients(ti
     assert seen == [2 * patches_per_image], "6 sequences of 2 distinct images: 2 images encoded"
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5), "gradients of the shared encoding must sum the copies'"
+
+
+def test_texts_only_rollouts_carry_no_model_inputs(tiny_recipe, synthetic_root):
+    """Evaluation asks for texts only: no pixels or token ids travel back to the driver."""
+    from anomalyr1.platform.rollout.worker import RolloutWorker
+
+    worker = RolloutWorker(0, tiny_recipe().model_dump(mode="json"))
+    samples = [s.to_dict() for s in load_mmad(synthetic_root).samples[:2]]
+    full = worker.generate(samples, SamplingSettings(greedy=True, max_new_tokens=4))
+    light = worker.generate(samples, SamplingSettings(greedy=True, max_new_tokens=4), texts_only=True)
+    assert [g.texts for g in light.groups] == [g.texts for g in full.groups]
+    assert all(g.pixel_values.numel() == 0 and not g.prompt_ids and not g.responses for g in light.groups)
+    assert all(g.pixel_values.numel() > 0 for g in full.groups)
