@@ -99,7 +99,6 @@ class LearnerWorker:
             reference = load_policy(self.model_path, learner.param_dtype, attn, str(self.device)).eval()
             reference.requires_grad_(False)
             self.reference = make_backend(learner.backend, reference, self.recipe, reference=True)
-        self.updates = 0
 
     # -- forward passes -------------------------------------------------------------------------
 

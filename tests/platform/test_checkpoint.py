@@ -48,3 +48,20 @@ def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(tiny_recipe):
     with pytest.raises(RecipeError, match="--resume"):
         Trainer(recipe)
     assert earlier.is_dir(), "nothing of the earlier run is touched"
+
+
+def test_learner_resumes_its_update_count(tiny_recipe, tmp_path):
+    """The optimizer-step count saved with a rank's state comes back on resume."""
+    from anomalyr1.platform.learner.worker import LearnerWorker, free_port
+
+    raw = tiny_recipe("learner.workers=1").model_dump(mode="json")
+    first = LearnerWorker(0, 1, raw)
+    first.setup("127.0.0.1", free_port())
+    first.updates = 7
+    first.save_model(str(tmp_path / "ckpt" / "model"))
+    first.save_state(str(tmp_path / "ckpt" / "learner"))
+    first.shutdown()
+    resumed = LearnerWorker(0, 1, raw)
+    resumed.setup("127.0.0.1", free_port(), resume_from=str(tmp_path / "ckpt"))
+    assert resumed.updates == 7
+    resumed.shutdown()
