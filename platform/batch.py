@@ -8,7 +8,7 @@ are then one slice of the logits, for any batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -38,10 +38,10 @@ class TrainSequence:
     group: RolloutGroup
     response_index: int
     advantage: float
-    score: float = 0.0
     old_log_prob: torch.Tensor | None = None
     ref_log_prob: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
+    blank: bool = False
+    """A padding copy (see LearnerWorker._schedule): same shapes as real work, zero weight."""
 
     @property
     def response(self) -> list[int]:

@@ -321,7 +321,7 @@ class Trainer:
         advantages = compute_advantages(values, group_ids, mask, self.recipe.algorithm.adv_estimator, self.recipe.algorithm.norm_adv_by_std)
         # outcome estimators give every token of a response the same advantage: keep one per sequence
         return [
-            TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0, score=float(values[row]))
+            TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0)
             for row, (g, i) in enumerate(flat)
         ]
 

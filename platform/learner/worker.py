@@ -149,7 +149,7 @@ class LearnerWorker:
 
     @staticmethod
     def _blank(sequence: TrainSequence) -> TrainSequence:
-        return TrainSequence(group=sequence.group, response_index=sequence.response_index, advantage=0.0, extras={"blank": True})
+        return TrainSequence(group=sequence.group, response_index=sequence.response_index, advantage=0.0, blank=True)
 
     @torch.no_grad()
     def log_probs(self, sequences: list[TrainSequence], reference: bool = False) -> list[torch.Tensor]:
@@ -159,7 +159,7 @@ class LearnerWorker:
             batch = self._batch(micro)
             values = self._log_probs(model, batch).cpu()
             for row, sequence in enumerate(micro):
-                if not sequence.extras.get("blank"):
+                if not sequence.blank:
                     results.append(values[row, : len(sequence.response)])
         return results
 
@@ -172,7 +172,8 @@ class LearnerWorker:
         learner = self.recipe.learner
         mini_batch = learner.mini_batch_size or total_sequences
         steps_per_epoch = max(1, math.ceil(total_sequences / mini_batch))
-        if self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1:
+        policy_moves = self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1
+        if policy_moves:
             # Only then does the policy move before a sequence is trained on; with a single
             # optimizer step the old policy is the current one and its log-probs are taken from
             # the training pass itself (detached), saving a forward pass, as verl does.
@@ -185,7 +186,7 @@ class LearnerWorker:
         totals: dict[str, float] = {}
         for _epoch in range(self.recipe.algorithm.ppo_epochs):
             order = list(sequences)
-            if self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1:
+            if policy_moves:
                 rng.shuffle(order)
             for part in range(steps_per_epoch):
                 chunk = order[part::steps_per_epoch]
@@ -212,7 +213,7 @@ class LearnerWorker:
         schedule = self._schedule(chunk, template)
         for index, micro in enumerate(schedule):
             batch = self._batch(micro)
-            if any(s.extras.get("blank") for s in micro):
+            if any(s.blank for s in micro):
                 batch.response_mask = torch.zeros_like(batch.response_mask)
             width = batch.responses.shape[1]
             ref = self._stack([s.ref_log_prob for s in micro], width) if self.reference is not None else None

@@ -25,7 +25,6 @@ from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
 class RolloutResult:
     groups: list[RolloutGroup]
     compute_s: float
-    tokens: int
     incarnation: str
     """Changes when Ray restarts the worker: a restarted worker holds its initial weights again."""
 
@@ -39,13 +38,12 @@ class RolloutWorker:
         model = self.recipe.model
         path = resolve_model_path(model)
         self.processor = load_processor(path, model.min_pixels, model.max_pixels)
-        use_cuda = self.recipe.rollout.num_gpus > 0 and torch.cuda.is_available()
         if self.recipe.rollout.engine == "vllm":
             from anomalyr1.platform.rollout.vllm_engine import VLLMEngine
 
             self.engine = VLLMEngine(path, self.processor.tokenizer, self.recipe)
         else:
-            device = "cuda" if use_cuda else "cpu"
+            device = "cuda" if self.recipe.rollout.num_gpus > 0 and torch.cuda.is_available() else "cpu"
             self.engine = HFEngine(path, self.processor.tokenizer, model.dtype, model.attn_implementation, device)
 
     def generate(self, samples: list[dict], sampling: SamplingSettings, texts_only: bool = False) -> RolloutResult:
@@ -58,10 +56,9 @@ class RolloutWorker:
             for s in samples
         ]
         groups = self.engine.generate(prompts, sampling)
-        tokens = sum(len(r) for g in groups for r in g.responses)
         if texts_only:
             groups = [replace(g, prompt_ids=[], pixel_values=torch.empty(0), image_grid_thw=torch.empty(0), responses=[]) for g in groups]
-        return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, tokens=tokens, incarnation=self.incarnation)
+        return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, incarnation=self.incarnation)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> str:
         """Load the learners' weights; returns the incarnation that now holds them."""
