@@ -14,7 +14,6 @@ One step:
 from __future__ import annotations
 
 import logging
-import json
 import os
 import time
 import zlib
@@ -103,13 +102,10 @@ class Trainer:
             top_k=recipe.rollout.top_k,
             max_new_tokens=recipe.rollout.max_new_tokens,
         )
-        self.class_counts = Counter(class_of(s) for s in self.data.samples)
-        """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
-        self.step = 0
-        self.history: list[dict] = []
-        self.resume_from: Path | None = None
+        self._start_over()
         self.groups: dict[str, object] = {}
-        self.faults = Counter({"rollout": 0, "reward": 0, "learner": 0})
+        self.faults = Counter({"rollout": 0, "learner": 0})
+        """Deaths recovered from, per role; reward actors are restarted by Ray and counted by the pool."""
         self._sync_checked = False
         if resume:
             self._restore()
@@ -120,6 +116,14 @@ class Trainer:
                 f"trainer.output_dir = {str(self.output)!r} already holds checkpoints of an earlier run: "
                 "pass --resume to continue it, or choose another trainer.output_dir"
             )
+
+    def _start_over(self) -> None:
+        """Step 0: no metrics, the first prompt, class frequencies of the training set alone."""
+        self.step, self.history = 0, []
+        self.resume_from: Path | None = None
+        self.prompts.load_state({"epoch": 0, "position": 0})
+        self.class_counts = Counter(class_of(s) for s in self.data.samples)
+        """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
 
     def _restore(self) -> None:
         found = find_resumable(self.output, self.recipe.learner.workers)
@@ -134,10 +138,7 @@ class Trainer:
 
     def _rewind(self) -> None:
         """Back to the newest checkpoint (or the start): the state a learner restart reloads."""
-        self.resume_from = None
-        self.step, self.history = 0, []
-        self.prompts.load_state({"epoch": 0, "position": 0})
-        self.class_counts = Counter(class_of(s) for s in self.data.samples)
+        self._start_over()
         self._restore()
 
     # -- roles -----------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class Trainer:
     def _recover_learners(self, failure: LearnerFailure) -> None:
         self._count_fault("learner", failure)
         self._rewind()
-        self.metrics_log.rewrite(self.history, self.step)
+        self.metrics_log.rewrite(self.history)
         self._start_learners()
 
     def _count_fault(self, role: str, cause: object) -> None:
@@ -220,12 +221,10 @@ class Trainer:
         recipe = self.recipe
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
-        metrics_path = self.output / "metrics.jsonl"
-        metrics_path.write_text("".join(json.dumps(record) + "\n" for record in self.history))
         try:
             self.start_roles()
             sinks = metric_sinks(recipe.trainer, self.output, recipe.model_dump(mode="json"))
-            self.metrics_log = MetricsLog(metrics_path, recipe.trainer.steps, recipe.trainer.progress_bar, self.step, sinks)
+            self.metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.history, sinks)
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 try:
@@ -269,11 +268,8 @@ class Trainer:
         start = time.perf_counter()
         workers = self.rollout_workers
         shares = [samples[i :: len(workers)] for i in range(len(workers))]
-        pending = {}
-        for rank, (worker, share) in enumerate(zip(workers, shares)):
-            if share:
-                sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
-                pending[worker.generate.remote([s.to_dict() for s in share], sampling)] = rank
+        shared = {"class_counts": self.class_records()}
+        pending = {self._generate(rank, share): rank for rank, share in enumerate(shares) if share}
         by_rank: dict[int, list[RolloutGroup]] = {}
         scoring = {}
         remaining = list(pending)
@@ -287,14 +283,13 @@ class Trainer:
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
                 self._rearm(rank, cause)
-                sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
-                retry = workers[rank].generate.remote([s.to_dict() for s in shares[rank]], sampling)
+                retry = self._generate(rank, shares[rank])
                 pending[retry] = rank
                 remaining.append(retry)
                 continue
             by_rank[rank] = result.groups
             times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
-            scoring[rank] = self.reward_pool.submit(result.groups, {"class_counts": self.class_records()})
+            scoring[rank] = self.reward_pool.submit(result.groups, shared)
         times.rollout_s = time.perf_counter() - start
         reward_start = time.perf_counter()
         groups, scores = [], []
@@ -305,6 +300,11 @@ class Trainer:
             scores += results
         times.reward_s = time.perf_counter() - reward_start
         return groups, scores
+
+    def _generate(self, rank: int, share: list) -> ray.ObjectRef:
+        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry)."""
+        sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
+        return self.rollout_workers[rank].generate.remote([s.to_dict() for s in share], sampling)
 
     def class_records(self) -> list[dict]:
         return [{"dataset": d, "category": c, "defect_type": t, "count": n} for (d, c, t), n in sorted(self.class_counts.items())]
@@ -395,8 +395,7 @@ class Trainer:
         metrics["perf/overhead_frac"] = max(0.0, overhead) / step_s if step_s > 0 else 0.0
         metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
         metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
-        self.faults["reward"] = self.reward_pool.restarts
-        for role, count in self.faults.items():
+        for role, count in {**self.faults, "reward": self.reward_pool.restarts}.items():
             metrics[f"fault/{role}_restarts"] = float(count)
         return metrics
 

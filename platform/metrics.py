@@ -22,12 +22,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 class MetricsLog:
-    def __init__(self, path: Path, total_steps: int, progress_bar: bool, start_step: int = 0, sinks: list | None = None):
+    def __init__(self, path: Path, total_steps: int, progress_bar: bool, records: list[dict] = (), sinks: list | None = None):
+        """Starts the file afresh with `records` (the metrics of the steps already run, when resuming)."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True) if progress_bar else None
+        self._file = path.open("w", encoding="utf-8")
+        self._bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True) if progress_bar else None
         self._sinks = sinks or []
+        self.rewrite(list(records))
 
     def write(self, step: int, metrics: dict[str, float]) -> dict:
         """Append the step's line (non-finite values as null) and return it as written."""
@@ -48,14 +50,14 @@ class MetricsLog:
             self._bar.update(1)
         return record
 
-    def rewrite(self, records: list[dict], step: int) -> None:
-        """Back to `records` (a rewind to a checkpoint): later lines are dropped, to be redone."""
+    def rewrite(self, records: list[dict]) -> None:
+        """Back to `records` (a resume, or a rewind to a checkpoint): later lines are dropped, to be redone."""
         self._file.seek(0)
         self._file.truncate()
         self._file.write("".join(json.dumps(record) + "\n" for record in records))
         self._file.flush()
         if self._bar is not None:
-            self._bar.n = step
+            self._bar.n = records[-1]["step"] if records else 0
             self._bar.refresh()
 
     def close(self) -> None:
