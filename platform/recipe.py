@@ -208,24 +208,18 @@ class AlgorithmConfig(Section):
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's rollouts; more than 1 recomputes old log-probs first."""
 
-    @field_validator("adv_estimator")
+    @field_validator("adv_estimator", "policy_loss")
     @classmethod
-    def _known_estimator(cls, value: str) -> str:
-        from anomalyr1.platform.grpo import known_adv_estimators
+    def _registered_in_verl(cls, value: str, info: ValidationInfo) -> str:
+        from anomalyr1.platform.grpo import known_adv_estimators, known_policy_losses
 
-        known = known_adv_estimators()
-        if value not in known:
-            raise ValueError(f"unknown advantage estimator (expected one of {', '.join(sorted(known))})")
-        return value
-
-    @field_validator("policy_loss")
-    @classmethod
-    def _known_loss(cls, value: str) -> str:
-        from anomalyr1.platform.grpo import known_policy_losses
-
-        known = known_policy_losses()
-        if value not in known:
-            raise ValueError(f"unknown policy loss (expected one of {', '.join(sorted(known))})")
+        what, known = {
+            "adv_estimator": ("advantage estimator", known_adv_estimators),
+            "policy_loss": ("policy loss", known_policy_losses),
+        }[info.field_name]
+        names = known()
+        if value not in names:
+            raise ValueError(f"unknown {what} (expected one of {', '.join(sorted(names))})")
         return value
 
 

@@ -108,10 +108,10 @@ class DeepSpeedBackend:
 
 
 def frozen_reference(policy: nn.Module, recipe) -> nn.Module:
-    """The reference policy: ZeRO-3 partitions it across ranks; otherwise each rank holds a copy."""
-    policy.requires_grad_(False)
+    """The (frozen, eval-mode) reference policy: ZeRO-3 partitions it across ranks; otherwise
+    each rank holds a copy."""
     if recipe.learner.zero_stage != 3:
-        return policy.eval()
+        return policy
     deepspeed = _deepspeed()
     engine, *_ = deepspeed.initialize(model=policy, config=_config(recipe, 3, train=False), dist_init_required=False)
     return engine.eval()
