@@ -96,7 +96,11 @@ def _build_tokenizer():
 
 
 def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
-    """A 0.1 s, sub-MB Qwen2.5-VL with random weights: same code paths as the 3B, none of the cost."""
+    """A 0.1 s, sub-MB Qwen2.5-VL with random weights: same code paths as the 3B, none of the cost.
+
+    Both rollout engines run it: its text head size (64 / 2 = 32) is one vLLM's CPU attention
+    supports (32, 64, 80, ... 256), and grouped-query attention (2 heads, 1 KV head) as in the 3B.
+    """
     out = Path(out_dir)
     tokenizer = _build_tokenizer()
     token_id = tokenizer.convert_tokens_to_ids
@@ -106,10 +110,10 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=2,  # head_dim 32: the smallest head size vLLM's CPU attention runs
+            num_key_value_heads=1,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
             bos_token_id=token_id("<|endoftext|>"),
             eos_token_id=token_id("<|im_end|>"),
             pad_token_id=token_id("<|endoftext|>"),
