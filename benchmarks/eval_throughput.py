@@ -19,7 +19,7 @@ from pathlib import Path
 import ray
 
 from anomalyr1.data_pipelines import generate_synthetic_mmad
-from anomalyr1.platform.driver import ACTOR_ENV
+from anomalyr1.platform.actor_env import ACTOR_ENV
 from anomalyr1.platform.eval_rollout import eval_batch_size
 from anomalyr1.platform.evaluate import evaluate
 from anomalyr1.platform.models import build_tiny_qwen2_5_vl

@@ -29,7 +29,8 @@ from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.learner.worker import LearnerWorker, free_port
 from anomalyr1.platform.models import build_tiny_qwen2_5_vl, load_processor
 from anomalyr1.platform.recipe import load_recipe
-from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+from anomalyr1.platform.rollout.hf_engine import HFEngine
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 QWEN25_VL_3B = dict(
     text=dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,

@@ -26,7 +26,7 @@ class RolloutGroup:
     """G token-id lists, each ending at (and including) EOS when the model stopped by itself."""
     texts: list[str]
     log_probs: list[list[float]] | None = None
-    """Per-token sampling log-probs when the engine gives them (vLLM), else None."""
+    """Per-token log-probs of each response under the distribution the engine sampled from."""
     model_input_size: tuple[int, int] | None = None
     """(width, height) the processor resized the query image to: rewards map boxes back with it."""
 
@@ -46,6 +46,11 @@ class TrainSequence:
     @property
     def response(self) -> list[int]:
         return self.group.responses[self.response_index]
+
+    @property
+    def rollout_log_prob(self) -> list[float] | None:
+        """The engine's log-probs of the response tokens, as sampled."""
+        return None if self.group.log_probs is None else self.group.log_probs[self.response_index]
 
 
 @dataclass

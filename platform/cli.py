@@ -80,7 +80,8 @@ def cmd_keys(args) -> int:
 
     print("| key | default | meaning |\n|---|---|---|")
     for key, default, description in recipe_keys():
-        print(f"| `{key}` | `{default}` | {description.replace('|', '/')} |")
+        meaning = " ".join(description.split()).replace("|", "/")  # one table row per key, however the docstring wraps
+        print(f"| `{key}` | `{default}` | {meaning} |")
     return 0
 
 

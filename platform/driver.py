@@ -25,6 +25,7 @@ import ray
 import torch
 
 from anomalyr1.data_pipelines.holdout import split_held_out
+from anomalyr1.platform.actor_env import ACTOR_ENV
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence
 from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
 from anomalyr1.platform.eval_rollout import held_out_metrics
@@ -36,7 +37,7 @@ from anomalyr1.platform.placement import actor_options, release, reserve, role_d
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
 from anomalyr1.platform.reward_pool import RewardPool
-from anomalyr1.platform.rollout.hf_engine import SamplingSettings
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
 from anomalyr1.rewards import RewardResult
 
@@ -46,8 +47,6 @@ log = logging.getLogger("anomalyr1")
 def class_of(sample) -> tuple[str, str, str]:
     return sample.dataset, sample.category, sample.defect_type
 
-ACTOR_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1"}
-"""Actors share cores; thread pools per actor would oversubscribe them."""
 
 
 def connect_ray(recipe: Recipe) -> None:
@@ -95,13 +94,7 @@ class Trainer:
         self.data.samples, self.held_out = split_held_out(self.data.samples, held_out, recipe.data.seed)
         log.info("training data: %s", self.data.summary())
         self.prompts = PromptSource(self.data.samples, recipe.data.seed, recipe.data.shuffle_options)
-        self.sampling = SamplingSettings(
-            n=recipe.rollout.n,
-            temperature=recipe.rollout.temperature,
-            top_p=recipe.rollout.top_p,
-            top_k=recipe.rollout.top_k,
-            max_new_tokens=recipe.rollout.max_new_tokens,
-        )
+        self.sampling = SamplingSettings.of(recipe.rollout)
         self._start_over()
         self.groups: dict[str, object] = {}
         self.faults = Counter({"rollout": 0, "learner": 0})
@@ -303,7 +296,7 @@ class Trainer:
 
     def _generate(self, rank: int, share: list) -> ray.ObjectRef:
         """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry)."""
-        sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
+        sampling = self.sampling.seeded(self._seed("rollout", rank))
         return self.rollout_workers[rank].generate.remote([s.to_dict() for s in share], sampling)
 
     def class_records(self) -> list[dict]:

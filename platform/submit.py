@@ -52,7 +52,7 @@ def _inside(path: str, root: Path) -> str | None:
 
 def job_spec(recipe_path: str, overrides: list[str], recipe: Recipe, cwd: Path) -> JobSpec:
     """What to submit: `anomalyr1 train` on the recipe inside the uploaded repository."""
-    from anomalyr1.platform.driver import ACTOR_ENV
+    from anomalyr1.platform.actor_env import ACTOR_ENV
 
     root = repository_root(Path(recipe_path), cwd)
     relative = _inside(str(Path(recipe_path).resolve()), root)

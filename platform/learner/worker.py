@@ -26,6 +26,26 @@ from anomalyr1.platform.models import fingerprint, load_policy, load_processor, 
 from anomalyr1.platform.recipe import recipe_in_actor
 
 
+class LogProbGap:
+    """|engine - learner| log-probs of the sampled tokens, before the policy moves.
+
+    Both should score the rollout's weights identically up to arithmetic; a weight update or a
+    cache that did not reach the engine shows here, every step, in a real run.
+    """
+
+    def __init__(self):
+        self.total, self.tokens, self.max = 0.0, 0, 0.0
+
+    def add(self, learner_log_prob: torch.Tensor, sequence: TrainSequence) -> None:
+        engine = sequence.rollout_log_prob
+        if engine is None or sequence.blank or not engine:
+            return
+        gap = (learner_log_prob[: len(engine)].detach().float().cpu() - torch.tensor(engine)).abs()
+        self.total += float(gap.sum())
+        self.tokens += gap.numel()
+        self.max = max(self.max, float(gap.max()))
+
+
 @dataclass
 class UpdateResult:
     metrics: dict[str, float]
@@ -173,12 +193,14 @@ class LearnerWorker:
         mini_batch = learner.mini_batch_size or total_sequences
         steps_per_epoch = max(1, math.ceil(total_sequences / mini_batch))
         policy_moves = self.recipe.algorithm.ppo_epochs > 1 or steps_per_epoch > 1
+        self.gap = LogProbGap()
         if policy_moves:
             # Only then does the policy move before a sequence is trained on; with a single
             # optimizer step the old policy is the current one and its log-probs are taken from
             # the training pass itself (detached), saving a forward pass, as verl does.
             for sequence, old in zip(sequences, self.log_probs(sequences)):
                 sequence.old_log_prob = old
+                self.gap.add(old, sequence)
         if self.reference is not None:
             for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
                 sequence.ref_log_prob = ref
@@ -193,6 +215,10 @@ class LearnerWorker:
                 self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
         metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
         metrics["actor/lr"] = learner.lr
+        gap_total, gap_tokens = self._global(self.gap.total, self.gap.tokens)
+        if gap_tokens:
+            metrics["rollout/log_prob_diff_mean"] = gap_total / gap_tokens
+            metrics["rollout/log_prob_diff_max"] = self._global(self.gap.max, op=dist.ReduceOp.MAX)[0]
         return UpdateResult(metrics=metrics, compute_s=time.perf_counter() - start)
 
     @staticmethod
@@ -201,9 +227,9 @@ class LearnerWorker:
             totals[key] = totals.get(key, 0.0) + value
         totals["_count"] = totals.get("_count", 0) + 1
 
-    def _global(self, *values: float) -> list[float]:
+    def _global(self, *values: float, op=dist.ReduceOp.SUM) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(tensor)
+        dist.all_reduce(tensor, op=op)
         return tensor.tolist()
 
     def _optimizer_step(self, chunk: list[TrainSequence], template: TrainSequence) -> dict[str, float]:
@@ -220,6 +246,9 @@ class LearnerWorker:
             advantages = torch.tensor([s.advantage for s in micro], device=self.device).unsqueeze(1) * batch.response_mask
             log_prob = self._log_probs(self.policy, batch)
             on_policy = all(s.old_log_prob is None for s in micro)
+            if on_policy:  # the weights the rollout used: compare with the engine's log-probs
+                for row, sequence in enumerate(micro):
+                    self.gap.add(log_prob[row], sequence)
             old = log_prob.detach() if on_policy else self._stack([s.old_log_prob for s in micro], width)
             parts = policy_objective(
                 self.settings,

@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import EncodedPrompt
 from anomalyr1.platform.models import load_policy, suppressed_token_ids
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
-    greedy: bool = False
-    seed: int | None = None
+class SampledLogProbs(LogitsProcessor):
+    """Records the log-prob of every sampled token under the distribution it was sampled from.
+
+    Placed last, it sees the scores generate samples from. It cannot see which token is drawn,
+    but the next call's input_ids end with it, so each call resolves the previous step and
+    `finish` the last one: one (rows, vocab) tensor is kept instead of generate's whole score
+    history (output_scores), which at 3B scale is gigabytes per rollout.
+    """
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._resolve(input_ids[:, -1])
+        self._pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def _resolve(self, tokens: torch.Tensor) -> None:
+        if self._pending is not None:
+            self.steps.append(self._pending.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu())
+            self._pending = None
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(rows, generated tokens) log-probs, given generate's output sequences."""
+        self._resolve(sequences[:, -1])
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros((sequences.shape[0], 0))
 
 
 class HFEngine:
@@ -47,30 +66,44 @@ class HFEngine:
             input_ids[row, width - len(prompt.prompt_ids) :] = torch.tensor(prompt.prompt_ids)
             attention[row, width - len(prompt.prompt_ids) :] = 1
         n = 1 if sampling.greedy else sampling.n
-        kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            num_return_sequences=n,
-            suppress_tokens=self.suppressed,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids,
-        )
-        if sampling.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        recorder = SampledLogProbs()
+        # The warpers are passed here rather than as generate's temperature/top_k/top_p, which
+        # would run them after any processor of ours: the recorder must come last.
+        warpers = [] if sampling.greedy else [TemperatureLogitsWarper(sampling.temperature)]
+        if not sampling.greedy and sampling.top_k > 0:
+            warpers.append(TopKLogitsWarper(sampling.top_k))
+        if not sampling.greedy and sampling.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
         sequences = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention.to(self.device),
             mm_token_type_ids=(input_ids == self.image_token_id).int().to(self.device),
             pixel_values=torch.cat([p.pixel_values for p in prompts]).to(self.device, self.model.dtype),
             image_grid_thw=torch.cat([p.image_grid_thw for p in prompts]).to(self.device),
-            **kwargs,
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=n,
+            suppress_tokens=self.suppressed,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            do_sample=not sampling.greedy,
+            temperature=1.0,  # neutral values: no built-in warper, and none of the model's defaults
+            top_p=1.0,
+            top_k=0,
+            logits_processor=LogitsProcessorList([*warpers, recorder]),
         ).cpu()
+        log_probs = recorder.finish(sequences).tolist()
         generated = sequences[:, width:].tolist()
         groups = []
         for row, prompt in enumerate(prompts):
-            responses = [self._cut(tokens) for tokens in generated[row * n : (row + 1) * n]]
-            groups.append(prompt.group(responses, self.tokenizer.batch_decode(responses, skip_special_tokens=True)))
+            rows = range(row * n, (row + 1) * n)
+            responses = [self._cut(generated[r]) for r in rows]
+            groups.append(
+                prompt.group(
+                    responses,
+                    self.tokenizer.batch_decode(responses, skip_special_tokens=True),
+                    [log_probs[r][: len(response)] for r, response in zip(rows, responses)],
+                )
+            )
         return groups
 
     def _cut(self, tokens: list[int]) -> list[int]:

