@@ -15,34 +15,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-_OUTCOME_ARGS = {"token_level_rewards", "response_mask", "index"}
-"""What the platform can give an estimator: outcome (one scalar per completion) rewards and groups."""
-
-
 @functools.cache
 def _core_algos():
     from verl.trainer.ppo import core_algos
 
     return core_algos
-
-
-def known_adv_estimators() -> set[str]:
-    """verl's estimators that need nothing beyond outcome rewards and group ids (no critic)."""
-    registry = _core_algos().ADV_ESTIMATOR_REGISTRY
-    known = set()
-    for name, fn in registry.items():
-        required = {
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        }
-        if required <= _OUTCOME_ARGS:
-            known.add(name)
-    return known
-
-
-def known_policy_losses() -> set[str]:
-    return set(_core_algos().POLICY_LOSS_REGISTRY)
 
 
 def compute_advantages(

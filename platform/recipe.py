@@ -214,7 +214,7 @@ class AlgorithmConfig(Section):
     @field_validator("adv_estimator", "policy_loss")
     @classmethod
     def _registered_in_verl(cls, value: str, info: ValidationInfo) -> str:
-        from anomalyr1.platform.grpo import known_adv_estimators, known_policy_losses
+        from anomalyr1.platform.verl_names import known_adv_estimators, known_policy_losses
 
         what, known = {
             "adv_estimator": ("advantage estimator", known_adv_estimators),

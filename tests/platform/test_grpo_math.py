@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from anomalyr1.platform.grpo import LossSettings, compute_advantages, known_adv_estimators, known_policy_losses, policy_objective
+from anomalyr1.platform.grpo import LossSettings, compute_advantages, policy_objective
+from anomalyr1.platform.verl_names import OUTCOME_ARGS, known_adv_estimators, known_policy_losses
 
 
 def test_group_relative_advantages_by_hand():
@@ -65,3 +66,18 @@ def test_recipe_names_come_from_verl():
     assert {"grpo", "rloo", "reinforce_plus_plus"} <= known_adv_estimators()
     assert "gae" not in known_adv_estimators(), "estimators that need a critic are not offered"
     assert {"vanilla", "gspo"} <= known_policy_losses()
+
+
+def test_names_read_from_verls_source_are_its_live_registries():
+    """verl_names reads the registrations without importing verl; verl itself must agree."""
+    import inspect
+
+    from verl.trainer.ppo import core_algos
+
+    def required(fn):
+        return {p.name for p in inspect.signature(fn).parameters.values()
+                if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+    live = {name for name, fn in core_algos.ADV_ESTIMATOR_REGISTRY.items() if required(fn) <= OUTCOME_ARGS}
+    assert known_adv_estimators() == live
+    assert known_policy_losses() == set(core_algos.POLICY_LOSS_REGISTRY)

@@ -58,10 +58,12 @@ def test_learner_log_probs_match_the_sampling_distribution(tiny_model, synthetic
     batch = collate(items, processor.tokenizer.pad_token_id, model.config.image_token_id)
     with torch.no_grad():
         recomputed = response_log_probs(model(**batch.inputs).logits, batch, sorted(suppressed), temperature)
+    engine_log_probs = [lp for g in groups for lp in g.log_probs]  # what the engine recorded while sampling
     for row, (_, response) in enumerate(items):
         assert response == out.sequences[row, width: width + len(response)].tolist()
         expected = scores[row, torch.arange(len(response)), torch.tensor(response)]
         assert torch.allclose(recomputed[row, : len(response)], expected, atol=1e-4), (row, (recomputed[row, :len(response)] - expected).abs().max())
+        assert torch.allclose(torch.tensor(engine_log_probs[row]), expected, atol=1e-5), row
 
 
 def test_repeated_images_are_encoded_once_with_the_same_outputs_and_gradients(tiny_model, synthetic_root):

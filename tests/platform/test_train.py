@@ -12,7 +12,7 @@ from anomalyr1.platform.metrics import read_metrics
 REQUIRED_METRICS = {
     "reward/mean", "reward/std", "reward/contains_target", "actor/pg_loss", "actor/kl", "actor/clipfrac",
     "actor/grad_norm", "response_length/mean", "timing/rollout_s", "timing/reward_s", "timing/learner_s",
-    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s",
+    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s", "rollout/log_prob_diff_mean", "rollout/log_prob_diff_max",
 }
 
 
@@ -39,6 +39,7 @@ def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnab
         assert not missing, f"step {record['step']} lacks {missing}"
     assert any(m["reward/std"] > 0 for m in metrics), "no reward spread: the learnable reward never fired"
     assert any(m["actor/grad_norm"] > 0 for m in metrics)
+    assert all(m["rollout/log_prob_diff_mean"] < 1e-3 for m in metrics), "the rollout sampled with weights the learners do not hold"
 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
