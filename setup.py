@@ -2,7 +2,7 @@
 
 Python runs a .pth file's import line at every interpreter start; this one keeps PyPI's CUDA
 builds of torchvision, torchaudio and torchcodec from breaking CPU torch (see
-platform/cpu_torch_companions.py). A wheel's root lands
+anomalyr1_cpu_torch_companions.py). A wheel's root lands
 in site-packages; an editable install writes its non-package files to the `install` command's
 install_lib, which is the root of the editable wheel.
 """

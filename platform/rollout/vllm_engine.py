@@ -19,6 +19,7 @@ that put rollout and learner actors on the same GPUs (fractional num_gpus).
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import torch
@@ -35,6 +36,7 @@ from anomalyr1.platform.rollout.vllm_weights import WEIGHT_RECEIVER, write_weigh
 class VLLMEngine:
     def __init__(self, model_path: str, tokenizer, recipe: Recipe):
         rollout, model = recipe.rollout, recipe.model
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would drown the training console
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
             vllm_on_cpu.prepare_environment()
@@ -51,7 +53,8 @@ class VLLMEngine:
             kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)) if kv_cache_gib else None,
             dtype=model.dtype,
             seed=recipe.trainer.seed,
-            limit_mm_per_prompt={"image": recipe.prompt.k_shot + 1},
+            # no video: vLLM would otherwise size its encoder cache for videos nobody sends
+            limit_mm_per_prompt={"image": recipe.prompt.k_shot + 1, "video": 0},
             mm_processor_kwargs={k: v for k, v in (("min_pixels", model.min_pixels), ("max_pixels", model.max_pixels)) if v},
             enable_sleep_mode=self.sleep_when_idle,
             enable_prefix_caching=True,  # the G samples of a prompt share its (long, image-heavy) prefix

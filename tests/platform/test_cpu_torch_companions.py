@@ -1,5 +1,5 @@
 """The guard that keeps PyPI's CUDA builds of torchvision, torchaudio and torchcodec from breaking
-CPU torch (platform/cpu_torch_companions.py, run at interpreter start by an installed .pth).
+CPU torch (anomalyr1_cpu_torch_companions.py, run at interpreter start by an installed .pth).
 
 Fake packages in a temporary folder reproduce each library's failure exactly as the CUDA builds
 fail beside CPU torch, so the guard is tested on any machine; the last tests check the real
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from anomalyr1.platform import cpu_torch_companions
+import anomalyr1_cpu_torch_companions as cpu_torch_companions
 
 
 def _run(code: str, path: Path | None = None, guarded: bool = True) -> subprocess.CompletedProcess:
@@ -87,7 +87,7 @@ def test_guard_leaves_working_libraries_alone(tmp_path):
     result = _run(
         """
         import torchvision
-        from anomalyr1.platform import cpu_torch_companions
+        import anomalyr1_cpu_torch_companions as cpu_torch_companions
         print(len(cpu_torch_companions._declared))
         """,
         tmp_path,

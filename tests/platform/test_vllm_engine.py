@@ -129,3 +129,24 @@ def test_three_training_steps_with_two_vllm_rollout_workers(ray_session, tiny_re
     for record in metrics:  # step 2 and 3 roll out with updated weights: a missed sync shows here
         assert record["rollout/log_prob_diff_mean"] < 1e-3, record
         assert record["rollout/log_prob_diff_max"] < 1e-2, record
+
+
+def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session, tiny_model, synthetic_root, cache_dir, samples, weights):
+    """vLLM's multiprocess engine with 2 tensor-parallel workers, the layout of GPU runs: the
+    weights must reach both worker processes (they cannot travel as collective_rpc arguments)."""
+    from anomalyr1.platform.recipe import load_recipe
+
+    recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
+                                "rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
+    options = {"num_cpus": 0, "runtime_env": {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}}
+    worker = ray_session.remote(RolloutWorker).options(**options).remote(0, recipe.model_dump(mode="json"))
+    try:
+        before = _generate(ray_session, worker, samples, GREEDY)
+        ray_session.get(worker.update_weights.remote({k: (-3 * v if k.startswith("model.visual.merger.") else v) for k, v in weights.items()}))
+        after = _generate(ray_session, worker, samples, GREEDY)
+        ray_session.get(worker.update_weights.remote(weights))
+        restored = _generate(ray_session, worker, samples, GREEDY)
+    finally:
+        ray_session.kill(worker)
+    assert [g.responses for g in after] != [g.responses for g in before]
+    assert [g.responses for g in restored] == [g.responses for g in before]

@@ -16,7 +16,8 @@ than themselves:
 
 The project installs `anomalyr1-cpu-torch-companions.pth` (see setup.py), which calls
 `install()` at every interpreter start: the CLI, pytest, Ray's workers and vLLM's subprocesses
-alike, with nothing for the user to set. It costs one finder on `sys.meta_path` and acts only
+alike, with nothing for the user to set. It is a top-level module of its own, not part of
+`anomalyr1.platform`: every Python process imports it, rewards-only ones included. It costs one finder on `sys.meta_path` and acts only
 when one of these libraries is imported and its extension fails to load; where the extensions
 load (GPU machines, CPU wheels from PyTorch's own index) it changes nothing.
 """
