@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from os import PathLike
 
+import numpy as np
 from PIL import Image
 
 from anomalyr1.data_pipelines.errors import DataError
@@ -63,9 +64,7 @@ def mask_bbox(path: str | PathLike[str], image_size: tuple[int, int]) -> BBox | 
     stored at another resolution is scaled); None for an empty mask."""
     with _open(path) as raw:
         try:
-            # Colour masks (DS-MVTec's rbg_mask) count a pixel when any band is set.
-            mask = raw if raw.mode in ("1", "L", "RGB") else raw.convert("RGB")
-            box = mask.getbbox()
+            box = _mask_bands(raw).getbbox()
         except Exception as exc:
             raise DataError(f"{path}: not a readable mask ({exc})") from exc
         mask_width, mask_height = raw.size
@@ -74,3 +73,23 @@ def mask_bbox(path: str | PathLike[str], image_size: tuple[int, int]) -> BBox | 
     sx, sy = image_size[0] / mask_width, image_size[1] / mask_height
     x1, y1, x2, y2 = box
     return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+
+def _mask_bands(raw: Image.Image) -> Image.Image:
+    """The mask in a mode where a set pixel has some nonzero band: colour masks (DS-MVTec's
+    rbg_mask) count a pixel when any band is set."""
+    return raw if raw.mode in ("1", "L", "RGB") else raw.convert("RGB")
+
+
+def load_mask(path: str | PathLike[str], image_size: tuple[int, int]) -> np.ndarray:
+    """A mask's set pixels as a (height, width) bool array at the image's (width, height): a
+    mask stored at another resolution is resized with nearest neighbours, keeping it binary."""
+    with _open(path) as raw:
+        try:
+            mask = _mask_bands(raw)
+            if mask.size != tuple(image_size):
+                mask = mask.resize(tuple(image_size), Image.Resampling.NEAREST)
+            pixels = np.asarray(mask)
+        except Exception as exc:  # truncated data only shows when pixels are decoded
+            raise DataError(f"{path}: not a readable mask ({exc})") from exc
+    return pixels.any(axis=-1) if pixels.ndim == 3 else pixels > 0
