@@ -13,7 +13,7 @@ from PIL import Image
 from anomalyr1.data_pipelines import generate_synthetic_mmad, load_mmad
 from anomalyr1.data_pipelines.fewshot import image_key
 from anomalyr1.data_pipelines.images import load_mask
-from anomalyr1.data_pipelines.localization import component_boxes
+from anomalyr1.data_pipelines.regions import component_boxes
 from anomalyr1.platform import cli
 from anomalyr1.platform.segment import build_tiny_sam2
 
