@@ -86,12 +86,19 @@ class _Preprocessing:
 
     @classmethod
     def read(cls, path: str) -> "_Preprocessing":
+        """From the folder's or hub repository's preprocessor_config.json; a key it leaves out
+        takes Sam2ImageProcessor's default."""
         config, _ = ImageProcessingMixin.get_image_processor_dict(path)
         size = config.get("size", {"height": 1024, "width": 1024})
-        return cls((int(size["width"]), int(size["height"])), int(config.get("resample", Image.Resampling.BILINEAR)),
-                   float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
-                   tuple(config.get("image_mean", IMAGENET_DEFAULT_MEAN)) if config.get("do_normalize", True) else (0.0,) * 3,
-                   tuple(config.get("image_std", IMAGENET_DEFAULT_STD)) if config.get("do_normalize", True) else (1.0,) * 3)
+        side = size.get("longest_edge")  # older SAM configs; SAM2 resizes to a square either way
+        normalise = config.get("do_normalize", True)
+        return cls(
+            size=(int(size.get("width", side)), int(size.get("height", side))),
+            resample=int(config.get("resample", Image.Resampling.BILINEAR)),
+            rescale_factor=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
+            mean=tuple(config.get("image_mean", IMAGENET_DEFAULT_MEAN)) if normalise else (0.0, 0.0, 0.0),
+            std=tuple(config.get("image_std", IMAGENET_DEFAULT_STD)) if normalise else (1.0, 1.0, 1.0),
+        )
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """(3, height, width) float input of one RGB image."""
