@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from os import PathLike
 
+import numpy as np
 from PIL import Image
 
 from anomalyr1.data_pipelines.errors import DataError
+from anomalyr1.data_pipelines.regions import component_boxes
 
 PAPER_MAX_PIXELS = 1000 * 800
 """AnomalyR1 capped images at 1000x800; as an area budget this keeps the same token cost."""
@@ -58,19 +60,22 @@ def load_image(path: str | PathLike[str], max_pixels: int | None = None) -> Imag
     return image.resize((new_width, new_height), Image.Resampling.LANCZOS)
 
 
-def mask_bbox(path: str | PathLike[str], image_size: tuple[int, int]) -> BBox | None:
-    """The box [x1, y1, x2, y2) around a mask's nonzero pixels, in the image's pixels (a mask
-    stored at another resolution is scaled); None for an empty mask."""
+def mask_boxes(path: str | PathLike[str], image_size: tuple[int, int]) -> list[BBox]:
+    """Boxes [x1, y1, x2, y2) around a mask's separate (8-connected) regions, in the image's
+    pixels (a mask stored at another resolution is resized first); [] for an empty mask."""
+    return [(box.x1, box.y1, box.x2, box.y2) for box in component_boxes(load_mask(path, image_size))]
+
+
+def load_mask(path: str | PathLike[str], image_size: tuple[int, int]) -> np.ndarray:
+    """A mask's set pixels as a (height, width) bool array at the image's (width, height): a
+    mask stored at another resolution is resized with nearest neighbours, keeping it binary."""
     with _open(path) as raw:
         try:
             # Colour masks (DS-MVTec's rbg_mask) count a pixel when any band is set.
             mask = raw if raw.mode in ("1", "L", "RGB") else raw.convert("RGB")
-            box = mask.getbbox()
-        except Exception as exc:
+            if mask.size != tuple(image_size):
+                mask = mask.resize(tuple(image_size), Image.Resampling.NEAREST)
+            pixels = np.asarray(mask)
+        except Exception as exc:  # truncated data only shows when pixels are decoded
             raise DataError(f"{path}: not a readable mask ({exc})") from exc
-        mask_width, mask_height = raw.size
-    if box is None:
-        return None
-    sx, sy = image_size[0] / mask_width, image_size[1] / mask_height
-    x1, y1, x2, y2 = box
-    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+    return pixels.any(axis=-1) if pixels.ndim == 3 else pixels > 0

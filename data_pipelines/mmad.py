@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
 from anomalyr1.data_pipelines.errors import DataError
-from anomalyr1.data_pipelines.images import BBox, image_size, mask_bbox
+from anomalyr1.data_pipelines.images import BBox, image_size, mask_boxes
 from anomalyr1.data_pipelines.schema import NORMAL_DEFECT, OPTION_LETTERS, QUESTION_TYPES, Sample
 
 MMAD_FILE = "mmad.json"
@@ -76,7 +76,8 @@ class _Image:
     category: str
     defect_type: str
     mask_path: str | None
-    bbox: BBox | None
+    boxes: tuple[BBox, ...]
+    """The entry's bbox, else one box per region of the mask; () when neither is known."""
     similar_templates: tuple[str, ...]
     random_templates: tuple[str, ...]
 
@@ -150,10 +151,12 @@ def _entry_samples(root: Path, key: str, entry: Any, knowledge: Any,
     return [
         Sample(id=f"{key}#{index}", image=image.path, dataset=image.dataset,
                category=image.category, defect_type=image.defect_type,
-               reference_images=image.similar_templates, bbox=image.bbox,
+               reference_images=image.similar_templates, bbox=_union(image.boxes),
                mask_path=image.mask_path, **question,
                extra={"random_templates": list(image.random_templates),
-                      **({} if text is None else {"domain_knowledge": text})})
+                      **({} if text is None else {"domain_knowledge": text}),
+                      # several defect regions: the bbox_iou reward matches a box to each
+                      **({"bboxes": [list(b) for b in image.boxes]} if len(image.boxes) > 1 else {})})
         for index, question in questions
     ]
 
@@ -239,13 +242,13 @@ def _image(root: Path, key: str, entry: dict[str, Any]) -> _Image:
         randoms = tuple(str(_inside(root, p)) for p in _paths(entry, "random_templates"))
         mask = _mask(root, parts, entry.get("mask_path"))
         size = image_size(path)
-        bbox = _bbox(entry.get("bbox"), mask, size)
+        boxes = _boxes(entry.get("bbox"), mask, size)
     except ValueError as exc:  # DataError included
         raise _Skip(key, str(exc)) from exc
     # MMAD marks a normal image by `good` anywhere in its path (its scorer does the same).
     defect_type = NORMAL_DEFECT if NORMAL_DEFECT in parts[:-1] else parts[-2]
     return _Image(str(path), parts[0], parts[1], defect_type,
-                  None if mask is None else str(mask), bbox, similar, randoms)
+                  None if mask is None else str(mask), boxes, similar, randoms)
 
 
 def _paths(entry: dict[str, Any], name: str) -> list[str]:
@@ -275,15 +278,23 @@ def _mask(root: Path, parts: tuple[str, ...], mask_path: Any) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _bbox(raw: Any, mask: Path | None, size: tuple[int, int]) -> BBox | None:
+def _boxes(raw: Any, mask: Path | None, size: tuple[int, int]) -> tuple[BBox, ...]:
     if raw is None:
-        return None if mask is None else mask_bbox(mask, size)
+        return () if mask is None else tuple(mask_boxes(mask, size))
     if (not isinstance(raw, list) or len(raw) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
             or not (raw[0] < raw[2] and raw[1] < raw[3])):
         raise ValueError("malformed entry: 'bbox' must be [x1, y1, x2, y2] with x1<x2, y1<y2, "
                          f"got {raw!r}")
-    return (float(raw[0]), float(raw[1]), float(raw[2]), float(raw[3]))
+    return ((float(raw[0]), float(raw[1]), float(raw[2]), float(raw[3])),)
+
+
+def _union(boxes: tuple[BBox, ...]) -> BBox | None:
+    """The box around all of them (Sample.bbox), None for none."""
+    if not boxes:
+        return None
+    x1s, y1s, x2s, y2s = zip(*boxes)
+    return (min(x1s), min(y1s), max(x2s), max(y2s))
 
 
 def _domain_knowledge(knowledge: Any, dataset: str, category: str) -> str | None:

@@ -17,7 +17,7 @@ from anomalyr1.data_pipelines.schema import OPTION_LETTERS, Sample
 
 __all__ = [
     "PROMPTS", "PromptSpec", "build_prompt", "format_options", "load_image", "shuffle_options",
-    "anomalyr1_prompt", "mmad_eval_prompt",
+    "anomalyr1_prompt", "mmad_eval_prompt", "localization_prompt", "BOX_PROMPTS",
 ]
 
 THINK_ANSWER_FORMAT = (
@@ -29,6 +29,12 @@ INSPECTOR_INSTRUCTION = (
     "there is a defect in the query image and answer the questions about it."
 )
 LETTER_ONLY = "Answer with the option's letter from the given choices directly."
+LOCALIZATION_QUESTION = "Locate every defect in the query image."
+THINK_BOXES_FORMAT = (
+    "First output the thinking process in <think> </think> tags and then output the final answer "
+    "in <answer> </answer> tags in JSON format: the bounding box of each defect in the query "
+    'image\'s pixels, [{"bbox_2d": [x1, y1, x2, y2], "label": "defect type"}], or [] when there is no defect.'
+)
 
 
 @dataclass(frozen=True)
@@ -100,15 +106,31 @@ def _context(content: _Content, sample: Sample, k_shot: int, domain_knowledge: b
             content.image(path)
 
 
-def anomalyr1_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
-    """AnomalyR1's GRPO prompt: image, question, options, and the <think>/<answer> format the
-    ROAM and accuracy rewards parse."""
+def _query_image(sample: Sample, k_shot: int, domain_knowledge: bool) -> _Content:
+    """The training prompts' opening: context, then the query image."""
     content = _Content()
     _context(content, sample, k_shot, domain_knowledge)
     if k_shot:
         content.text("Following is the query image:")
     content.image(sample.image)
+    return content
+
+
+def anomalyr1_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
+    """AnomalyR1's GRPO prompt: image, question, options, and the <think>/<answer> format the
+    ROAM and accuracy rewards parse."""
+    content = _query_image(sample, k_shot, domain_knowledge)
     content.text(f"{sample.question}\n{format_options(sample.options)}\n{THINK_ANSWER_FORMAT}")
+    return content.spec()
+
+
+def localization_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
+    """AnomalyR1's localization task (paper section 3.1): the defects as JSON boxes in the
+    <answer> block, which the bbox_iou reward scores and `anomalyr1 masks` turns into SAM2
+    masks. The sample's multiple-choice question is not asked: the task is the same for every
+    image, so keep one question per image (data.question_types)."""
+    content = _query_image(sample, k_shot, domain_knowledge)
+    content.text(f"{LOCALIZATION_QUESTION}\n{THINK_BOXES_FORMAT}")
     return content.spec()
 
 
@@ -127,7 +149,10 @@ def mmad_eval_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> Pro
 PROMPTS: dict[str, PromptBuilder] = {
     "anomalyr1": anomalyr1_prompt,
     "mmad_eval": mmad_eval_prompt,
+    "localization": localization_prompt,
 }
+BOX_PROMPTS = frozenset({"localization"})
+"""Prompts whose answers are boxes, not option letters."""
 
 
 def build_prompt(sample: Sample, name: str, *, k_shot: int = 0,

@@ -44,14 +44,21 @@ class MMADScores:
         return {"table": self.table, "scored": self.scored, "left_out": self.left_out}
 
     def render(self) -> str:
-        first = max(len(row) for row in self.table)
-        widths = [max(len(column), 6) for column in COLUMNS]
-        lines = ["  ".join([" " * first, *(c.rjust(w) for c, w in zip(COLUMNS, widths))])]
-        for row, cells in self.table.items():
-            values = ("-" if cells[c] is None else f"{cells[c]:.2f}" for c in COLUMNS)
-            lines.append("  ".join([row.ljust(first), *(v.rjust(w) for v, w in zip(values, widths))]))
+        lines = render_table(self.table, COLUMNS)
         lines.append(f"{self.scored} answers scored, {self.left_out} left out (answer not a letter A-E)")
         return "\n".join(lines)
+
+
+def render_table(table: Mapping[str, Mapping[str, float | int | None]], columns: Sequence[str]) -> list[str]:
+    """A table as aligned text lines: a header, then one line per row; a float cell with two
+    decimals, an int as it is, a missing one as `-`."""
+    first = max(len(row) for row in table)
+    widths = [max(len(column), 6) for column in columns]
+    lines = ["  ".join([" " * first, *(c.rjust(w) for c, w in zip(columns, widths))])]
+    for row, cells in table.items():
+        values = ("-" if cells[c] is None else str(cells[c]) if isinstance(cells[c], int) else f"{cells[c]:.2f}" for c in columns)
+        lines.append("  ".join([row.ljust(first), *(v.rjust(w) for v, w in zip(values, widths))]))
+    return lines
 
 
 def read_answers(path: str | Path) -> list[Any]:
@@ -108,18 +115,19 @@ def score_answers(answers: Sequence[Mapping[str, Any]], source: str = "answers")
 
     def accuracy(dataset: str, column: str) -> float | None:
         if column == ANOMALY_DETECTION:
-            return _mean([accuracy(dataset, f"{column}/{side}") for side in ("normal", "abnormal")])
+            return mean_present([accuracy(dataset, f"{column}/{side}") for side in ("normal", "abnormal")])
         correct, total = counts.get((dataset, column), (0, 0))
         return 100.0 * correct / total if total else None
 
     table: Table = {}
     for dataset in datasets:
         row = {column: accuracy(dataset, column) for column in QUESTION_TYPES}
-        table[dataset] = {**row, AVERAGE: _mean(list(row.values()))}
-    table[AVERAGE] = {column: _mean([table[d][column] for d in datasets]) for column in COLUMNS}
+        table[dataset] = {**row, AVERAGE: mean_present(list(row.values()))}
+    table[AVERAGE] = {column: mean_present([table[d][column] for d in datasets]) for column in COLUMNS}
     return MMADScores(table=table, scored=sum(total for _, total in counts.values()), left_out=left_out)
 
 
-def _mean(values: list[float | None]) -> float | None:
+def mean_present(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None

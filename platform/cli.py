@@ -156,6 +156,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_masks(args) -> int:
+    from anomalyr1.platform.localize import make_masks
+
+    result = make_masks(args.answers, args.root, args.out, sam2=args.sam2, cache_dir=args.cache_dir,
+                        batch_size=args.batch_size, device=args.device)
+    print(result.scores.render())
+    for problem in result.scores.problems[:10]:
+        print(f"  {problem}")
+    print(f"masks: {result.index_path}\nscores: {result.scores_path}")
+    return 0
+
+
 def cmd_convert_mvtec3d(args) -> int:
     from anomalyr1.data_pipelines.mvtec3d import convert_mvtec3d
 
@@ -217,8 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(evaluation)
     evaluation.add_argument("--checkpoint", metavar="DIR", help="model folder to evaluate (e.g. RUN/final; default: the recipe's model)")
     evaluation.add_argument("--out", metavar="DIR", help="where answers.json and table.json go (default: trainer.output_dir/eval)")
-    evaluation.add_argument("--prompt", default="mmad_eval", help="prompt to ask with (default: MMAD's own, mmad_eval)")
+    evaluation.add_argument("--prompt", help="prompt to ask with (default: MMAD's own, mmad_eval; a recipe with the localization prompt keeps it)")
     evaluation.set_defaults(run=cmd_eval)
+    masks = commands.add_parser("masks", help="SAM2 masks from the boxes in an answers file, scored against the ground-truth masks")
+    masks.add_argument("answers", metavar="ANSWERS", help="answers.json from `anomalyr1 eval` (records with image and response)")
+    masks.add_argument("--root", required=True, metavar="DATA_ROOT", help="the MMAD-format root the answers' images are relative to")
+    masks.add_argument("--out", required=True, metavar="DIR", help="where masks/, masks.json and localization.json go")
+    masks.add_argument("--sam2", metavar="MODEL",
+                       help="SAM2 in transformers' format: a local folder, a hub id or builtin:tiny-sam2 (default: facebook/sam2.1-hiera-tiny)")
+    masks.add_argument("--batch-size", type=_positive_int, default=8, help="images per SAM2 forward pass (default 8)")
+    masks.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    masks.add_argument("--cache-dir", default="~/.cache/anomalyr1", help="where builtin:tiny-sam2 is built (default ~/.cache/anomalyr1)")
+    masks.set_defaults(run=cmd_masks)
     mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
     mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")
     mvtec3d.add_argument("--out", required=True, metavar="DIR", help="the MMAD root to write (links + mmad.json)")

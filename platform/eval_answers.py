@@ -8,6 +8,7 @@ a standalone letter in the text, else the option whose text the answer spells ou
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from anomalyr1.data_pipelines.schema import QUESTION_TYPES, Sample
 from anomalyr1.data_pipelines.scoring import AVERAGE, MMADScores
@@ -39,9 +40,11 @@ def _normalise(text: str) -> str:
     return _WORDS.sub(" ", text.lower()).strip()
 
 
-def answer_record(sample: Sample, text: str) -> dict[str, str | None]:
-    """One record of MMAD's answer format (plus the dataset and the raw response)."""
-    return {
+def answer_record(sample: Sample, text: str, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One record of MMAD's answer format (plus the dataset and the raw response), and the
+    (width, height) the model saw the query image at when known: boxes in the response are in
+    those pixels, and `anomalyr1 masks` rescales them to the image with it."""
+    record: dict[str, Any] = {
         "image": sample.id.rsplit("#", 1)[0],
         "question": sample.question,
         "question_type": sample.question_type,
@@ -50,6 +53,9 @@ def answer_record(sample: Sample, text: str) -> dict[str, str | None]:
         "dataset": sample.dataset,
         "response": text,
     }
+    if input_size is not None:
+        record["input_size"] = list(input_size)
+    return record
 
 
 def metric_name(column: str) -> str:

@@ -39,6 +39,7 @@ def greedy_answers(
     sampling = SamplingSettings(n=1, greedy=True, max_new_tokens=max_new_tokens)
     starts = list(range(0, len(samples), batch_size))
     texts: list[str] = [""] * len(samples)
+    input_sizes: list[tuple[int, int] | None] = [None] * len(samples)
     idle, pending = list(range(len(workers))), {}
     while starts or pending:
         while idle and starts:
@@ -61,8 +62,9 @@ def greedy_answers(
         else:
             for offset, group in enumerate(result.groups):
                 texts[start + offset] = group.texts[0]
+                input_sizes[start + offset] = group.model_input_size
         idle.append(index)
-    return [answer_record(sample, text) for sample, text in zip(samples, texts)]
+    return [answer_record(sample, text, size) for sample, text, size in zip(samples, texts, input_sizes)]
 
 
 def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe, incarnations=None, rearm=None) -> dict[str, float]:

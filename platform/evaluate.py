@@ -3,8 +3,8 @@ workers placed as the trainer places them.
 
 The recipe says what to load and how (data, model dtype, rollout engine and workers, k-shot,
 domain knowledge); evaluation overrides the model path with the checkpoint and the prompt with
-MMAD's own (mmad_eval) unless told otherwise, and reads the whole data set: a few-shot file
-names training images, not evaluation ones.
+MMAD's own (mmad_eval) unless told otherwise or the recipe asks for boxes, and reads the whole
+data set: a few-shot file names training images, not evaluation ones.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ray
 
+from anomalyr1.data_pipelines.prompts import BOX_PROMPTS
 from anomalyr1.data_pipelines.scoring import MMADScores, score_answers
 from anomalyr1.platform.driver import connect_ray
 from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
@@ -52,10 +53,17 @@ def eval_recipe(recipe: Recipe, checkpoint: str | None, prompt: str) -> Recipe:
     return parse_recipe(raw, origin="evaluation")
 
 
-def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt: str = "mmad_eval") -> EvalResult:
+def default_eval_prompt(recipe: Recipe) -> str:
+    """MMAD's own prompt, except for a recipe whose prompt asks for boxes (MMAD's asks for a
+    letter): its answers are what `anomalyr1 masks` segments and scores."""
+    return recipe.prompt.name if recipe.prompt.name in BOX_PROMPTS else "mmad_eval"
+
+
+def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt: str | None = None) -> EvalResult:
     """Answers every question of the recipe's data with the checkpoint (None: recipe's model),
-    writes out_dir/answers.json (MMAD's answer format) and out_dir/table.json ({"table": ...})."""
-    recipe = eval_recipe(recipe, checkpoint, prompt)
+    writes out_dir/answers.json (MMAD's answer format) and out_dir/table.json ({"table": ...}).
+    prompt None: `default_eval_prompt`."""
+    recipe = eval_recipe(recipe, checkpoint, prompt or default_eval_prompt(recipe))
     samples = load_training_data(recipe.data, recipe.model.cache_dir).samples  # before Ray: bad data fails fast
     connect_ray(recipe)
     demand = next(d for d in role_demands(recipe) if d.role == "rollout")

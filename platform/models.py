@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
@@ -152,17 +153,22 @@ def resolve_model_path(config: ModelConfig) -> str:
     """The folder or hub id to load; builds the tiny model into the cache on first use (race-safe)."""
     if config.path != TINY_MODEL:
         return str(Path(config.path).expanduser()) if Path(config.path).expanduser().exists() else config.path
-    target = Path(config.cache_dir).expanduser() / "models" / "tiny-qwen2.5-vl"
+    return str(build_once(Path(config.cache_dir).expanduser() / "models" / "tiny-qwen2.5-vl", build_tiny_qwen2_5_vl))
+
+
+def build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """target, built by `build(folder)` unless it already holds a config.json: built in a
+    temporary sibling and renamed into place, so concurrent builders never see half a model."""
     if (target / "config.json").is_file():
-        return str(target)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    build_tiny_qwen2_5_vl(staging)
+    build(staging)
     try:
         os.rename(staging, target)
     except OSError:  # another process built it first
         shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
+    return target
 
 
 def load_processor(path: str, min_pixels: int | None = None, max_pixels: int | None = None):

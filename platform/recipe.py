@@ -133,8 +133,9 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    name: Literal["anomalyr1", "mmad_eval"] = "anomalyr1"
-    """anomalyr1: reason in <think>, one letter in <answer>; mmad_eval: MMAD's inspector prompt."""
+    name: Literal["anomalyr1", "mmad_eval", "localization"] = "anomalyr1"
+    """anomalyr1: reason in <think>, one letter in <answer>; mmad_eval: MMAD's inspector prompt;
+    localization: reason in <think>, the defects as JSON boxes in <answer> (bbox_iou, `anomalyr1 masks`)."""
     k_shot: int = Field(0, ge=0)
     """Normal template images shown before the query image."""
     domain_knowledge: bool = False

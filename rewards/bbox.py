@@ -54,6 +54,17 @@ def input_to_image_scale(sample: Mapping[str, Any]) -> tuple[float, float]:
     return image[0] / model_input[0], image[1] / model_input[1]
 
 
+def stated_boxes(completion: str, sample: Mapping[str, Any], max_chars: int, max_boxes: int) -> list[Box] | None:
+    """The boxes a completion states (last answer block, else the whole text), in image
+    pixels; None when the answer is too long to be a box answer. `anomalyr1 masks` reads
+    completions with this too, so the boxes it segments are the ones the reward paid for."""
+    parsed = parse_boxes(answer_region(completion), max_chars, max_boxes)
+    if parsed is None:
+        return None
+    sx, sy = input_to_image_scale(sample)
+    return [box.scaled(sx, sy) for box in parsed.boxes]
+
+
 def truth_boxes(sample: Mapping[str, Any]) -> list[Box]:
     """extra["bboxes"] when given (several defects), else sample["bbox"]; invalid boxes dropped."""
     extra = sample.get("extra")
@@ -67,23 +78,30 @@ def truth_boxes(sample: Mapping[str, Any]) -> list[Box]:
 class BboxIou(_BoxLimits, Reward):
     """Overlap of the predicted boxes with the truth (`boxes.matched_iou`), in image pixels.
 
+    `iou_threshold: null` (the default) pays the continuous overlap; `iou_threshold: 0.5` is
+    the AnomalyR1 reference's rule (1 when IoU > 0.5, else 0; see `matched_iou`).
+
     A normal image (no truth box, defect_type `good` or absent) scores 1 when the completion
     predicts no box and 0 when it predicts any. A defective sample without a truth box cannot
     be scored and gets 0 with part `no_truth`.
     """
 
+    iou_threshold: float | None = None
     value_range = (0.0, 1.0)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.iou_threshold is not None and not 0 <= self.iou_threshold < 1:
+            raise ValueError(f"iou_threshold must be in [0, 1) or null, got {self.iou_threshold}")
+
     def _score(self, completion: str, sample: Mapping[str, Any]) -> RewardResult:
-        parsed = parse_boxes(answer_region(completion), self.max_chars, self.max_boxes)
-        if parsed is None:
+        predicted = stated_boxes(completion, sample, self.max_chars, self.max_boxes)
+        if predicted is None:
             return RewardResult(0.0, {"too_long": 1.0})
-        sx, sy = input_to_image_scale(sample)
-        predicted = [box.scaled(sx, sy) for box in parsed.boxes]
         truth = truth_boxes(sample)
         parts = {"n_pred": float(len(predicted)), "n_truth": float(len(truth))}
         if truth:
-            return RewardResult(matched_iou(predicted, truth), parts)
+            return RewardResult(matched_iou(predicted, truth, self.iou_threshold), parts)
         if sample.get("defect_type", NORMAL_DEFECT) != NORMAL_DEFECT:
             return RewardResult(0.0, {**parts, "no_truth": 1.0})
         return RewardResult(float(not predicted), parts)

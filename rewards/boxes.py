@@ -156,10 +156,14 @@ def iou(a: Box, b: Box) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def matched_iou(predicted: Iterable[Box], truth: Iterable[Box]) -> float:
+def matched_iou(predicted: Iterable[Box], truth: Iterable[Box], threshold: float | None = None) -> float:
     """Sum of IoUs of a greedy one-to-one matching (best pairs first) divided by the larger
     of the two box counts: a missed defect and a spurious box both cost, so covering the
-    image with many boxes does not pay. One box against one box is their plain IoU."""
+    image with many boxes does not pay. One box against one box is their plain IoU.
+
+    With `threshold`, a matched pair counts 1 when its IoU exceeds it and 0 otherwise, so one
+    box against one box pays 1 exactly when IoU > threshold (the AnomalyR1 reference's
+    `iou_reward` in open-r1-multimodal/src/open_r1/grpo_rec.py pays 1.0 for IoU > 0.5)."""
     predicted, truth = list(predicted), list(truth)
     if not predicted or not truth:
         return 0.0
@@ -174,5 +178,5 @@ def matched_iou(predicted: Iterable[Box], truth: Iterable[Box]) -> float:
             continue
         used_p.add(i)
         used_t.add(j)
-        total += overlap
+        total += overlap if threshold is None else float(overlap > threshold)
     return total / max(len(predicted), len(truth))

@@ -15,7 +15,7 @@ from anomalyr1.data_pipelines.images import (
     PAPER_MAX_PIXELS,
     image_size,
     load_image,
-    mask_bbox,
+    mask_boxes,
 )
 from anomalyr1.data_pipelines.prompts import load_image as prompts_load_image
 
@@ -81,14 +81,17 @@ def test_truncated_file_is_caught(tmp_path: Path, opener) -> None:
         opener(cut)
 
 
-def test_mask_bbox(tmp_path: Path) -> None:
+def test_mask_boxes(tmp_path: Path) -> None:
     mask = Image.new("L", (40, 20))
     mask.paste(255, (10, 4, 18, 9))
     mask.save(tmp_path / "m.png")
-    assert mask_bbox(tmp_path / "m.png", (40, 20)) == (10, 4, 18, 9)
+    assert mask_boxes(tmp_path / "m.png", (40, 20)) == [(10, 4, 18, 9)]
     # A mask stored at half the image's resolution is scaled up.
-    assert mask_bbox(tmp_path / "m.png", (80, 40)) == (20, 8, 36, 18)
-    assert mask_bbox(save(tmp_path / "empty.png", (8, 8), "L"), (8, 8)) is None
+    assert mask_boxes(tmp_path / "m.png", (80, 40)) == [(20, 8, 36, 18)]
+    assert mask_boxes(save(tmp_path / "empty.png", (8, 8), "L"), (8, 8)) == []
+    mask.paste(255, (30, 12, 34, 16))  # a second, separate region: a box of its own
+    mask.save(tmp_path / "two.png")
+    assert mask_boxes(tmp_path / "two.png", (40, 20)) == [(10, 4, 18, 9), (30, 12, 34, 16)]
 
 
 @pytest.mark.parametrize("mode,colour", [("RGB", (0, 0, 1)), ("RGBA", (0, 9, 0, 255)), ("P", 3)])
@@ -98,4 +101,4 @@ def test_colour_masks_count_any_band(tmp_path: Path, mode: str, colour) -> None:
         mask.putpalette([0, 0, 0] * 3 + [200, 0, 0])
     mask.paste(colour, (2, 3, 5, 7))
     mask.save(tmp_path / "m.png")
-    assert mask_bbox(tmp_path / "m.png", (10, 10)) == (2, 3, 5, 7)
+    assert mask_boxes(tmp_path / "m.png", (10, 10)) == [(2, 3, 5, 7)]

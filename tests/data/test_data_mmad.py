@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from PIL import Image
 
 from anomalyr1.data_pipelines.errors import DataError
 from anomalyr1.data_pipelines.mmad import MMADLoad, load_mmad
 from anomalyr1.data_pipelines.schema import QUESTION_TYPES
+from anomalyr1.rewards import load_reward
 
 Edit = Callable[[Path, Callable[[dict[str, Any]], None]], None]
 
@@ -67,6 +69,20 @@ def test_box_comes_from_the_mask_without_a_bbox_key(small_root: Path, edit_mmad:
     edit_mmad(small_root, lambda entries: [e.pop("bbox", None) for e in entries.values()])
     boxes = {s.id.split("#")[0]: s.bbox for s in load_mmad(small_root).samples if not s.is_normal}
     assert boxes == {k: tuple(float(v) for v in box) for k, box in stored.items()}
+
+
+def test_a_mask_with_several_regions_gives_a_training_box_per_region(small_root: Path, edit_mmad: Edit) -> None:
+    edit_mmad(small_root, lambda entries: [e.pop("bbox", None) for e in entries.values()])
+    defective = next(s for s in load_mmad(small_root).samples if not s.is_normal)
+    mask = Image.new("L", Image.open(defective.image).size)
+    mask.paste(255, (2, 3, 10, 12))
+    mask.paste(255, (50, 60, 58, 66))
+    mask.save(defective.mask_path)
+    reloaded = next(s for s in load_mmad(small_root).samples if s.id == defective.id)
+    assert reloaded.extra["bboxes"] == [[2, 3, 10, 12], [50, 60, 58, 66]]
+    assert reloaded.bbox == (2, 3, 58, 66)  # the box around them all
+    answer = json.dumps([{"bbox_2d": [2, 3, 10, 12]}, {"bbox_2d": [50, 60, 58, 66]}])
+    assert load_reward("bbox_iou")(answer, reloaded.to_dict()).score == 1.0
 
 
 def test_mask_path_relative_to_the_category_folder(small_root: Path, edit_mmad: Edit) -> None:

@@ -12,6 +12,7 @@ import pytest
 from anomalyr1.data_pipelines.errors import DataError
 from anomalyr1.data_pipelines.mmad import load_mmad
 from anomalyr1.data_pipelines.prompts import (
+    BOX_PROMPTS,
     PROMPTS,
     PromptSpec,
     build_prompt,
@@ -90,11 +91,20 @@ def test_texts_are_kept_apart(sample: Sample, name: str) -> None:
     assert content[-1]["type"] == "text" and not content[-1]["text"].endswith("\n")
 
 
-@pytest.mark.parametrize("name", sorted(PROMPTS))
+@pytest.mark.parametrize("name", sorted(set(PROMPTS) - BOX_PROMPTS))
 def test_question_and_options_appear(sample: Sample, name: str) -> None:
     text = text_of(build_prompt(sample, name))
     assert sample.question in text
     assert format_options(sample.options) in text
+
+
+def test_localization_asks_for_think_and_json_boxes_not_a_letter(sample: Sample) -> None:
+    spec = build_prompt(sample, "localization", k_shot=1)
+    text = text_of(spec)
+    assert "<think> </think>" in text and "<answer> </answer>" in text
+    assert '"bbox_2d": [x1, y1, x2, y2]' in text and "[] when there is no defect" in text
+    assert sample.question not in text and format_options(sample.options) not in text
+    assert items(spec)[-2] == {"type": "image"} and spec.images[-1] == sample.image
 
 
 def test_anomalyr1_asks_for_think_and_one_letter_answer(sample: Sample) -> None:

@@ -53,3 +53,8 @@ def test_eval_metrics_from_the_average_row() -> None:
     metrics = eval_metrics(score_answers(records))
     assert metrics == {"eval/anomaly_detection": 50.0, "eval/object_classification": 100.0,
                        "eval/average": 75.0, "eval/unparsed": 0.25}
+
+
+def test_answer_record_carries_the_model_input_size_boxes_are_in() -> None:
+    record = answer_record(_sample("D/cat/image/hole/000.png", "Defect Localization"), "[1, 2, 3, 4]", (448, 336))
+    assert record["input_size"] == [448, 336] and record["response"] == "[1, 2, 3, 4]"

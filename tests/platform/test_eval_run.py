@@ -12,7 +12,7 @@ from anomalyr1.data_pipelines.fewshot import image_key
 from anomalyr1.data_pipelines.mmad import load_mmad
 from anomalyr1.platform import cli
 from anomalyr1.platform.eval_answers import choose_letter
-from anomalyr1.platform.evaluate import eval_recipe, evaluate
+from anomalyr1.platform.evaluate import default_eval_prompt, eval_recipe, evaluate
 from anomalyr1.platform.recipe import RecipeError
 
 
@@ -64,6 +64,11 @@ def test_eval_recipe_overrides(tiny_recipe, tiny_model, tmp_path: Path) -> None:
     assert (recipe.model.path, recipe.prompt.name, recipe.data.fewshot_file) == (tiny_model, "mmad_eval", None)
     with pytest.raises(RecipeError, match=r"evaluation: model.path = '/no/such/checkpoint': no such folder"):
         eval_recipe(tiny_recipe(), "/no/such/checkpoint", "mmad_eval")
+
+
+def test_eval_asks_with_mmad_prompt_unless_the_recipe_asks_for_boxes(tiny_recipe) -> None:
+    assert default_eval_prompt(tiny_recipe()) == "mmad_eval"
+    assert default_eval_prompt(tiny_recipe("prompt.name=localization")) == "localization"
 
 
 def test_cli_bad_checkpoint_is_a_one_line_error(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_held_out_answers_rearm_a_restarted_worker_and_redo_its_batch(ray_sessio
         def generate(self, samples, sampling, texts_only=False):
             self.calls += 1
             text = "<answer>stale</answer>" if self.incarnation == "new" else "<answer>A</answer>"
-            groups = [types.SimpleNamespace(texts=[text]) for _ in samples]
+            groups = [types.SimpleNamespace(texts=[text], model_input_size=None) for _ in samples]
             return types.SimpleNamespace(groups=groups, incarnation=self.incarnation)
 
         def rearm(self):

@@ -120,7 +120,7 @@ def test_overrides_and_embedded_default():
         load_recipe(None, ["trainer.steps"])
 
 
-@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "anomalyr1.yaml", "grpo_classic.yaml", "lr_iad.yaml"])
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "anomalyr1.yaml", "grpo_classic.yaml", "lr_iad.yaml", "localization.yaml"])
 def test_shipped_recipes_validate(name):
     # the paper's model and MMAD are not downloaded in tests
     overrides = ["model.path=builtin:tiny-qwen2.5-vl", "data.source=synthetic", "data.root=null"]
@@ -136,6 +136,13 @@ def test_paper_recipe_carries_the_paper_settings():
     assert (recipe.algorithm.clip_ratio, recipe.algorithm.kl_type) == (0.2, "low_var_kl")
     assert recipe.rollout.engine == "vllm" and recipe.learner.backend == "fsdp2" and recipe.learner.num_gpus >= 1
     assert [t.name for t in recipe.reward.terms] == ["roam", "accuracy"]
+
+
+def test_localization_recipe_asks_for_boxes_on_defective_images_with_the_reference_rule():
+    recipe = load_recipe(str(REPO / "recipes" / "localization.yaml"), ["model.path=builtin:tiny-qwen2.5-vl", "data.source=synthetic", "data.root=null"])
+    assert recipe.prompt.name == "localization" and recipe.data.question_types == ["Defect Localization"]
+    box = recipe.reward.terms[0]
+    assert (box.name, box.params) == ("bbox_iou", {"iou_threshold": 0.5})
 
 
 def test_file_checks_can_be_left_to_the_machine_that_runs_the_recipe():

@@ -8,6 +8,7 @@ import pytest
 from reward_samples import make_sample, think_answer
 
 from anomalyr1.rewards import load_reward
+from anomalyr1.rewards.bbox import stated_boxes
 from anomalyr1.rewards.boxes import Box, iou, matched_iou, parse_boxes
 
 GT = (100.0, 100.0, 200.0, 200.0)
@@ -153,3 +154,38 @@ def test_iou_and_matching_primitives() -> None:
     assert iou(Box(0, 0, 0, 0), Box(0, 0, 0, 0)) == 0.0
     assert matched_iou([], [a]) == 0.0
     assert matched_iou([a, b], [b]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        ("[100, 100, 200, 200]", 1.0),
+        ("[100, 100, 160, 200]", 1.0),  # IoU 0.6
+        ("[100, 100, 150, 200]", 0.0),  # IoU exactly 0.5: the reference pays only above it
+        ("[100, 100, 140, 200]", 0.0),  # IoU 0.4
+        ("[0, 0, 50, 50]", 0.0),
+    ],
+)
+def test_reference_threshold_rule(answer: str, score: float) -> None:
+    """iou_threshold 0.5 is the reference's iou_reward: 1 when IoU > 0.5, else 0."""
+    result = load_reward("bbox_iou", iou_threshold=0.5)(think_answer("look", answer), DEFECT)
+    assert result.score == score
+
+
+def test_threshold_rule_counts_matched_pairs_over_the_larger_count() -> None:
+    sample = make_sample(bbox=None, extra={"bboxes": [[0, 0, 10, 10], [100, 100, 200, 200]]})
+    one_good_one_poor = boxes_answer([0, 0, 10, 10], [100, 100, 140, 200])
+    assert load_reward("bbox_iou", iou_threshold=0.5)(one_good_one_poor, sample).score == 0.5
+    assert load_reward("bbox_iou")(one_good_one_poor, sample).score == pytest.approx((1.0 + 0.4) / 2)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.0, 2.0])
+def test_threshold_outside_zero_one_is_refused(threshold: float) -> None:
+    with pytest.raises(ValueError, match="iou_threshold must be in"):
+        load_reward("bbox_iou", iou_threshold=threshold)
+
+
+def test_stated_boxes_are_rescaled_to_image_pixels() -> None:
+    sample = {"extra": {"input_size": [500, 400], "image_size": [1000, 800]}}
+    assert stated_boxes(think_answer("look", "[10, 20, 30, 40]"), sample, 100, 4) == [Box(20, 40, 60, 80)]
+    assert stated_boxes("x" * 101, sample, 100, 4) is None
