@@ -39,6 +39,7 @@ def chart_plan(keys: set[str]) -> list[Chart]:
         Chart("Stage times (s, stacked)", STAGES, stacked=True),
         Chart("Throughput (tokens/s)", ("throughput/tokens_per_s", "throughput/rollout_tokens_per_s")),
         Chart("Held-out evaluation (%)", tuple(evals)),
+        Chart("Held-out answers without a letter (share)", ("eval/unparsed",)),
     ]
     return [Chart(c.title, tuple(k for k in c.keys if k in keys), c.stacked) for c in plan if any(k in keys for k in c.keys)]
 

@@ -18,7 +18,7 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 16px;color:#222}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
-.charts{display:flex;flex-wrap:wrap;gap:8px}.chart{border:1px solid #eee}.chart svg{display:block;width:331px;height:auto}
+.charts{display:flex;flex-wrap:wrap;gap:8px}.chart{border:1px solid #eee}.chart svg{display:block;width:296px;height:auto}
 table.mmad{border-collapse:collapse;font-size:12px}table.mmad td,table.mmad th{border:1px solid #ddd;padding:3px 6px;text-align:right}
 .up{color:#080}.down{color:#b00}pre{white-space:pre-wrap;word-break:break-word;margin:2px 0}
 pre.recipe{background:#f6f6f6;padding:8px;font-size:12px;max-height:360px;overflow:auto}
@@ -105,11 +105,12 @@ def card_html(card: Card, thumbs: Thumbnails) -> str:
     else:
         written = (f'<div>think:</div><pre class="think">{escape(think or "-")}</pre>'
                    f'<div>answer: <b>{escape((answer or "-").strip())}</b></div>')
-    figures = []
+    figures, details = [], ""
     if card.reward is not None:
         terms = ", ".join(f"{escape(k)} {v:.2f}" for k, v in sorted(card.reward_parts.items()) if "/" not in k)
         parts = ", ".join(f"{escape(k)} {v:.2f}" for k, v in sorted(card.reward_parts.items()) if "/" in k)
-        figures.append(f"reward <b>{card.reward:.3f}</b> ({terms})" + (f"<details><summary>parts</summary>{parts}</details>" if parts else ""))
+        figures.append(f"reward <b>{card.reward:.3f}</b> ({terms})")
+        details = f"<details><summary>reward parts</summary>{parts}</details>" if parts else ""
     if card.advantage is not None:
         figures.append(f"advantage {card.advantage:+.3f}")
     if card.length is not None:
@@ -122,7 +123,7 @@ def card_html(card: Card, thumbs: Thumbnails) -> str:
         f'<div class="meta">{step}{escape(card.dataset)} / {escape(card.category)} · {escape(card.question_type)}</div>'
         f'<div class="q">{escape(card.question)}</div><ol class="opts">{options}</ol>'
         f"<div>truth <b>{escape(card.truth)}</b> · chose <b>{escape(chosen)}</b> ({card.verdict})</div>"
-        f'{written}<div class="parts">{" · ".join(figures)}</div></div></div>'
+        f'{written}<div class="parts">{" · ".join(figures)}{details}</div></div></div>'
     )
 
 
@@ -173,13 +174,25 @@ def first_and_last(cards: list[Card], thumbs: Thumbnails) -> str:
     return title + "".join(rows)
 
 
+def _run_summary(run: RunData) -> str:
+    parts = [f"{len(run.metrics)} steps"]
+    times = sorted(m["timing/step_s"] for m in run.metrics if m.get("timing/step_s") is not None)
+    if times:
+        parts.append(f"{sum(times):.1f} s of steps (median {times[len(times) // 2]:.2f} s)")
+    logged = sorted({r["step"] for r in run.rollouts})
+    if logged:
+        parts.append(f"completions logged at steps {', '.join(map(str, logged))}")
+    if run.evaluations:
+        parts.append(f"evaluated at steps {', '.join(str(e.step) for e in run.evaluations)}")
+    return "; ".join(parts)
+
+
 def render(run: RunData) -> str:
     thumbs = Thumbnails()
     if run.kind == "train":
         cards = [rollout_card(r) for r in run.rollouts]
-        steps = run.metrics[-1]["step"] if run.metrics else 0
         title = f"Training run {run.folder.name}"
-        summary = f"<p>{steps} steps; folder <code>{escape(str(run.folder))}</code>.</p>"
+        summary = f"<p>{_run_summary(run)}; folder <code>{escape(str(run.folder))}</code>.</p>"
         recipe = f'<h2>Recipe as run</h2><pre class="recipe">{escape(run.recipe_text)}</pre>' if run.recipe_text else ""
         body = (summary + charts(run) + mmad_table(run) + gallery(cards, thumbs, "Logged completions")
                 + first_and_last(cards, thumbs) + recipe)
