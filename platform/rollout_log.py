@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -36,13 +37,12 @@ def drop_steps_after(folder: Path, step: int) -> None:
         return
     for path in folder.iterdir():
         number = step_of(path)
-        if number is not None and number > step:
-            if path.is_dir():
-                for child in path.iterdir():
-                    child.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
+        if number is None or number <= step:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def is_logged_step(step: int, total_steps: int, every: int) -> bool:
