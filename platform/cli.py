@@ -18,8 +18,9 @@ USER_ERRORS = (RecipeError,)
 def _user_errors() -> tuple[type[BaseException], ...]:
     from anomalyr1.data_pipelines import DataError
     from anomalyr1.platform.placement import PlacementError
+    from anomalyr1.platform.report.run import ReportError
 
-    return USER_ERRORS + (DataError, PlacementError)
+    return USER_ERRORS + (DataError, PlacementError, ReportError)
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,7 @@ def cmd_train(args) -> int:
     connect_ray(recipe)
     final = trainer.train()
     print(f"final model: {final}\nmetrics: {trainer.output / 'metrics.jsonl'}")
+    print(f"report: anomalyr1 report {trainer.output}   (writes {trainer.output / 'report.html'}; open it in a browser)")
     return 0
 
 
@@ -168,6 +170,14 @@ def cmd_masks(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from anomalyr1.platform.report.build import write_report
+
+    out = write_report(args.folder, args.out)
+    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def cmd_convert_mvtec3d(args) -> int:
     from anomalyr1.data_pipelines.mvtec3d import convert_mvtec3d
 
@@ -241,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     masks.add_argument("--cache-dir", default="~/.cache/anomalyr1", help="where builtin:tiny-sam2 is built (default ~/.cache/anomalyr1)")
     masks.set_defaults(run=cmd_masks)
+    report = commands.add_parser("report", help="one self-contained HTML page of a training run or an eval output")
+    report.add_argument("folder", metavar="RUN_DIR", help="a run's trainer.output_dir, or an `anomalyr1 eval` --out folder")
+    report.add_argument("--out", metavar="FILE.html", help="where to write it (default: RUN_DIR/report.html)")
+    report.set_defaults(run=cmd_report)
     mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
     mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")
     mvtec3d.add_argument("--out", required=True, metavar="DIR", help="the MMAD root to write (links + mmad.json)")

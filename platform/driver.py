@@ -8,7 +8,7 @@ One step:
   4. group-relative advantages         (verl's estimator, on the driver: it needs whole groups)
   5. update the policy                 (learners: old/ref log-probs, clipped loss + KL)
   6. push the new weights              (learner rank 0 -> object store -> every rollout worker)
-  7. log, checkpoint on schedule
+  7. log (metrics; completions of logged steps), evaluate and checkpoint on schedule
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from anomalyr1.data_pipelines.holdout import split_held_out
 from anomalyr1.platform.actor_env import ACTOR_ENV
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence
 from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
+from anomalyr1.platform.eval_answers import EVALS_DIR
 from anomalyr1.platform.eval_rollout import held_out_metrics
 from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
@@ -37,6 +38,7 @@ from anomalyr1.platform.placement import actor_options, release, reserve, role_d
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
 from anomalyr1.platform.reward_pool import RewardPool
+from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
 from anomalyr1.rewards import RewardResult
@@ -218,12 +220,15 @@ class Trainer:
             self.start_roles()
             sinks = metric_sinks(recipe.trainer, self.output, recipe.model_dump(mode="json"))
             self.metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.history, sinks)
+            self.rollout_log = RolloutLog(self.output, recipe.trainer, recipe.rollout.max_new_tokens, sinks, self.step)
+            drop_steps_after(self.output / EVALS_DIR, self.step)
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 try:
                     metrics = self.train_step()
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
-                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm))
+                        evals = self.output / EVALS_DIR / f"step_{self.step}"
+                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm, evals))
                     self.history.append(self.metrics_log.write(self.step, metrics))
                     if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
                         self.save_checkpoint()
@@ -255,7 +260,8 @@ class Trainer:
         update_metrics = self.update(sequences, times)  # 5
         self.sync_weights(times)  # 6
         step_s = time.perf_counter() - step_start
-        return self.step_metrics(groups, scores, update_metrics, times, step_s)  # 7
+        self.rollout_log.write(self.step, groups, scores, sequences)  # 7
+        return self.step_metrics(groups, scores, update_metrics, times, step_s)
 
     def rollout_and_score(self, samples, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
         start = time.perf_counter()

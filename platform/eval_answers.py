@@ -7,14 +7,20 @@ a standalone letter in the text, else the option whose text the answer spells ou
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 from anomalyr1.data_pipelines.schema import QUESTION_TYPES, Sample
-from anomalyr1.data_pipelines.scoring import AVERAGE, MMADScores
+from anomalyr1.data_pipelines.scoring import AVERAGE, MMADScores, score_answers
 from anomalyr1.rewards.parsing import answer_region, extract_choice_strict
 
 _WORDS = re.compile(r"[^0-9a-z]+")
+ANSWERS_FILE = "answers.json"
+TABLE_FILE = "table.json"
+EVALS_DIR = "evals"
+"""Evaluation during training writes <output_dir>/evals/step_N/{answers,table}.json."""
 
 
 def choose_letter(text: str, options: dict[str, str]) -> str | None:
@@ -41,7 +47,8 @@ def _normalise(text: str) -> str:
 
 
 def answer_record(sample: Sample, text: str, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """One record of MMAD's answer format (plus the dataset and the raw response), and the
+    """One record of MMAD's answer format, plus the dataset and the full response, what a report
+    needs to show the question (options, category, the image file and its ground truth), and the
     (width, height) the model saw the query image at when known: boxes in the response are in
     those pixels, and `anomalyr1 masks` rescales them to the image with it."""
     record: dict[str, Any] = {
@@ -52,10 +59,25 @@ def answer_record(sample: Sample, text: str, input_size: tuple[int, int] | None 
         "gpt_answer": choose_letter(text, sample.options),
         "dataset": sample.dataset,
         "response": text,
+        "options": sample.options,
+        "category": sample.category,
+        "defect_type": sample.defect_type,
+        "image_path": sample.image,
+        "bbox": list(sample.bbox) if sample.bbox is not None else None,
+        "mask_path": sample.mask_path,
     }
     if input_size is not None:
         record["input_size"] = list(input_size)
     return record
+
+
+def write_answers(out: Path, records: list[dict]) -> MMADScores:
+    """out/answers.json (the records) and out/table.json (their MMAD table); returns the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ANSWERS_FILE).write_text(json.dumps(records, indent=1))
+    scores = score_answers(records)
+    (out / TABLE_FILE).write_text(json.dumps(scores.to_json(), indent=1))
+    return scores
 
 
 def metric_name(column: str) -> str:

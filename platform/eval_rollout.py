@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import ray
 
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
-from anomalyr1.platform.eval_answers import answer_record, eval_metrics
+from anomalyr1.platform.eval_answers import answer_record, eval_metrics, write_answers
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 
@@ -67,9 +68,13 @@ def greedy_answers(
     return [answer_record(sample, text, size) for sample, text, size in zip(samples, texts, input_sizes)]
 
 
-def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe, incarnations=None, rearm=None) -> dict[str, float]:
+def held_out_metrics(
+    workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe, incarnations=None, rearm=None, out: Path | None = None,
+) -> dict[str, float]:
     """eval/* metrics of the workers' current policy on the held-out samples, with the training
-    prompt (the one the policy is trained to answer), and timing/eval_s."""
+    prompt (the one the policy is trained to answer), and timing/eval_s. With `out`, the answers
+    (full responses included) and their table are also written there, for the run's report."""
     start = time.perf_counter()
     records = greedy_answers(workers, samples, recipe.rollout.max_new_tokens, eval_batch_size(recipe), incarnations, rearm)
-    return {**eval_metrics(score_answers(records)), "timing/eval_s": time.perf_counter() - start}
+    scores = write_answers(out, records) if out is not None else score_answers(records)
+    return {**eval_metrics(scores), "timing/eval_s": time.perf_counter() - start}

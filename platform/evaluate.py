@@ -9,7 +9,6 @@ data set: a few-shot file names training images, not evaluation ones.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,14 @@ from pathlib import Path
 import ray
 
 from anomalyr1.data_pipelines.prompts import BOX_PROMPTS
-from anomalyr1.data_pipelines.scoring import MMADScores, score_answers
+from anomalyr1.data_pipelines.scoring import MMADScores
 from anomalyr1.platform.driver import connect_ray
+from anomalyr1.platform.eval_answers import ANSWERS_FILE, TABLE_FILE, write_answers
 from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
 from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
 from anomalyr1.platform.prompt_source import load_training_data
 from anomalyr1.platform.recipe import Recipe, parse_recipe
 from anomalyr1.platform.rollout.worker import RolloutWorker
-
-ANSWERS_FILE = "answers.json"
-TABLE_FILE = "table.json"
 
 
 @dataclass(frozen=True)
@@ -81,10 +78,5 @@ def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt
             ray.kill(worker)
         release(groups)
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    answers_path = out / ANSWERS_FILE
-    answers_path.write_text(json.dumps(records, indent=1))
-    scores = score_answers(records)
-    table_path = out / TABLE_FILE
-    table_path.write_text(json.dumps(scores.to_json(), indent=1))
-    return EvalResult(answers_path, table_path, scores, len(records), answer_s)
+    scores = write_answers(out, records)
+    return EvalResult(out / ANSWERS_FILE, out / TABLE_FILE, scores, len(records), answer_s)

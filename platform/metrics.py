@@ -83,6 +83,16 @@ class TensorBoardSink:
             self._writer.add_scalar(key, value, step)
         self._writer.flush()
 
+    def log_records(self, step: int, key: str, records: list[dict]) -> None:
+        """Records (e.g. logged completions) as a Markdown table in TensorBoard's Text tab."""
+        if not records:
+            return
+        columns = list(records[0])
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(_cell(r.get(c))).replace("|", "\\|").replace("\n", "<br>") for c in columns) + " |" for r in records]
+        self._writer.add_text(key, "\n".join(lines), step)
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
 
@@ -98,8 +108,23 @@ class WandbSink:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self._run.log(metrics, step=step)
 
+    def log_records(self, step: int, key: str, records: list[dict]) -> None:
+        """Records (e.g. logged completions) as a W&B table, nested values as JSON text."""
+        import wandb
+
+        if not records:
+            return
+        columns = list(records[0])
+        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in records])
+        self._run.log({key: table}, step=step)
+
     def close(self) -> None:
         self._run.finish()
+
+
+def _cell(value) -> str | float | int | bool | None:
+    """A table cell: scalars as they are, lists and dicts as JSON."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def metric_sinks(trainer, output: Path, recipe_dict: dict) -> list:

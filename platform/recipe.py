@@ -292,6 +292,10 @@ class TrainerConfig(Section):
     """Also write every metric to TensorBoard event files in <output_dir>/tensorboard."""
     wandb_project: str | None = None
     """Also log every metric to this Weights & Biases project (run named after output_dir)."""
+    log_rollouts_every: int = Field(10, ge=0)
+    """Write completions to <output_dir>/rollouts/step_N.jsonl every N steps and at the first and last step (0: never)."""
+    log_rollout_groups: int = Field(4, ge=1)
+    """Prompt groups (each with all its G completions) written per logged step."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
     runtime_pip: list[str] = []

@@ -40,7 +40,10 @@ def test_answer_record_is_mmad_format() -> None:
     record = answer_record(_sample("D/cat/image/hole/000.png", "Anomaly Detection"), "<answer>Yes</answer>")
     assert record == {"image": "D/cat/image/hole/000.png", "question": "Is there any defect?",
                       "question_type": "Anomaly Detection", "correct_answer": "A", "gpt_answer": "A",
-                      "dataset": "D", "response": "<answer>Yes</answer>"}
+                      "dataset": "D", "response": "<answer>Yes</answer>",
+                      # for the report's gallery: the question as shown, the image file and its truth
+                      "options": YES_NO, "category": "cat", "defect_type": "hole",
+                      "image_path": "/data/D/cat/image/hole/000.png", "bbox": None, "mask_path": None}
 
 
 def test_eval_metrics_from_the_average_row() -> None:
