@@ -27,7 +27,7 @@ pre.recipe{background:#f6f6f6;padding:8px;font-size:12px;max-height:360px;overfl
 .card{border:1px solid #ddd;border-radius:6px;padding:8px;display:flex;gap:8px;font-size:12px}
 .card.right{border-left:5px solid #2a2}.card.wrong{border-left:5px solid #c33}.card.none{border-left:5px solid #999}
 .card img{width:120px;height:auto;align-self:flex-start;border:1px solid #ccc}.noimg{width:120px;color:#999}
-.card .body{min-width:0;flex:1}.meta{color:#666}.q{font-weight:600}ol.opts{margin:2px 0;padding-left:18px}
+.card .body{min-width:0;flex:1}.meta{color:#666}.q{font-weight:600}ul.opts{margin:2px 0;padding-left:4px;list-style:none}
 li.truth{color:#080;font-weight:600}li.chosen{text-decoration:underline}pre.think{color:#555;max-height:140px;overflow:auto}
 pre.completion{max-height:140px;overflow:auto;background:#fafafa}.parts{color:#444}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:10px;margin-bottom:14px}.pair h3{font-size:13px;margin:4px 0}
@@ -95,9 +95,9 @@ def card_html(card: Card, thumbs: Thumbnails) -> str:
     key = thumbs.key(card)
     image = f'<img data-thumb="{key}" alt="{escape(card.sample_id)}">' if key else '<div class="noimg">no image</div>'
     options = "".join(
-        f'<li value="{i}" class="{"truth" if letter == card.truth else ""} {"chosen" if letter == card.chosen else ""}">'
+        f'<li class="{"truth" if letter == card.truth else ""} {"chosen" if letter == card.chosen else ""}">'
         f"{escape(letter)}. {escape(text)}</li>"
-        for i, (letter, text) in enumerate(card.options.items(), start=1)
+        for letter, text in card.options.items()
     )
     think, answer = card.think, card.answer
     if think is None and answer is None:
@@ -121,7 +121,7 @@ def card_html(card: Card, thumbs: Thumbnails) -> str:
         f'<div class="card {card.verdict}" data-step="{"" if card.step is None else card.step}" data-verdict="{card.verdict}" '
         f'data-dataset="{escape(card.dataset)}" data-category="{escape(card.category)}">{image}<div class="body">'
         f'<div class="meta">{step}{escape(card.dataset)} / {escape(card.category)} · {escape(card.question_type)}</div>'
-        f'<div class="q">{escape(card.question)}</div><ol class="opts">{options}</ol>'
+        f'<div class="q">{escape(card.question)}</div><ul class="opts">{options}</ul>'
         f"<div>truth <b>{escape(card.truth)}</b> · chose <b>{escape(chosen)}</b> ({card.verdict})</div>"
         f'{written}<div class="parts">{" · ".join(figures)}{details}</div></div></div>'
     )
