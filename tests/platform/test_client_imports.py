@@ -2,8 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 HEAVY = ("torch", "transformers", "verl", "ray", "anomalyr1.platform.driver")
 
