@@ -318,7 +318,8 @@ class Trainer:
             mask[row, :length] = 1
         values = torch.tensor([scores[gi][i].score for gi, g in enumerate(groups) for i in range(len(g.responses))])
         group_ids = [g.sample["id"] + f"@{gi}" for gi, g in enumerate(groups) for _ in g.responses]
-        advantages = compute_advantages(values, group_ids, mask, self.recipe.algorithm.adv_estimator, self.recipe.algorithm.norm_adv_by_std)
+        algorithm = self.recipe.algorithm
+        advantages = compute_advantages(values, group_ids, mask, algorithm.adv_estimator, algorithm.norm_adv_by_std, algorithm.adv_epsilon)
         # outcome estimators give every token of a response the same advantage: keep one per sequence
         return [
             TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0)

@@ -11,7 +11,7 @@ import copy
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -101,8 +101,11 @@ class DataConfig(Section):
     """Stop reading after this many questions (quick runs on a big set)."""
     strict: bool = False
     """Stop at the first broken entry instead of skipping and counting it."""
-    max_image_pixels: int = Field(1000 * 800, ge=28 * 28)
-    """Images are downscaled to at most this many pixels (the paper: 1000x800)."""
+    max_image_pixels: int | None = Field(1000 * 800, ge=28 * 28)
+    """Images are downscaled to at most this many pixels (aspect kept); None: no pixel budget."""
+    max_image_size: tuple[Annotated[int, Field(ge=28)], Annotated[int, Field(ge=28)]] | None = None
+    """[W, H]: images wider or taller are shrunk (LANCZOS, aspect kept) to fit inside this box, as
+    the AnomalyR1 reference does with [1000, 800]; applied before max_image_pixels."""
     shuffle_options: bool = True
     """Reorder each question's options (answer letter follows) so the policy cannot learn positions."""
     seed: int = 0
@@ -191,6 +194,8 @@ class AlgorithmConfig(Section):
     """Any advantage estimator verl registers (grpo, rloo, reinforce_plus_plus, ...)."""
     norm_adv_by_std: bool = True
     """GRPO divides by the group's std; False is Dr.GRPO."""
+    adv_epsilon: float = Field(1e-6, gt=0)
+    """Added to the group's std before dividing (verl's estimator epsilon; the AnomalyR1 reference used 1e-4)."""
     policy_loss: str = "vanilla"
     """Any policy loss verl registers (vanilla = PPO clip, gspo, cispo, ...)."""
     clip_ratio: float = Field(0.2, gt=0)
