@@ -236,7 +236,12 @@ class LearnerConfig(Section):
     workers: int = Field(1, ge=1)
     """Learner actors: the ranks of one torch.distributed group (gloo on CPU, nccl on GPU)."""
     lr: float = Field(1e-6, gt=0)
-    """AdamW learning rate."""
+    """AdamW learning rate (the peak, when lr_scheduler shapes it)."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Rate over the run, advanced once per training step (transformers' schedulers): constant, linear
+    decay to 0 at trainer.steps (transformers' Trainer default, which the AnomalyR1 reference ran), or cosine to 0."""
+    warmup_steps: int = Field(0, ge=0)
+    """Training steps over which the rate rises linearly from 0 before the schedule (0: none)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)
