@@ -212,6 +212,10 @@ class AlgorithmConfig(Section):
     """KL estimator; low_var_kl is k3 = pi_ref/pi - log(pi_ref/pi) - 1, as in the paper."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's rollouts; more than 1 recomputes old log-probs first."""
+    filter_groups: bool = False
+    """Leave groups whose G completions all scored alike (no GRPO signal) out of the update, as DAPO's dynamic sampling does."""
+    filter_groups_max_draws: int = Field(0, ge=0)
+    """With filter_groups: at most this many extra draws of prompts per step to reach prompts_per_step groups with spread."""
 
     @field_validator("adv_estimator", "policy_loss")
     @classmethod

@@ -172,6 +172,10 @@ class LearnerWorker:
     def update(self, sequences: list[TrainSequence], total_sequences: int, seed: int) -> UpdateResult:
         """One training step on this rank's share; `total_sequences` counts all ranks' shares."""
         start = time.perf_counter()
+        if total_sequences == 0:  # the driver filtered out every group: nothing to train on this step
+            metrics = {"actor/lr": current_lr(self.engine.optimizer), "actor/skipped_updates": 1.0}
+            self.scheduler.step()
+            return UpdateResult(metrics=metrics, compute_s=time.perf_counter() - start)
         self.policy.train()
         learner = self.recipe.learner
         mini_batch = learner.mini_batch_size or total_sequences

@@ -12,7 +12,7 @@ from anomalyr1.platform.metrics import read_metrics
 REQUIRED_METRICS = {
     "reward/mean", "reward/std", "reward/contains_target", "actor/pg_loss", "actor/kl", "actor/clipfrac",
     "actor/grad_norm", "response_length/mean", "timing/rollout_s", "timing/reward_s", "timing/learner_s",
-    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s",
+    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s", "train/groups_with_spread",
 }
 
 
@@ -38,6 +38,7 @@ def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnab
         missing = REQUIRED_METRICS - set(record)
         assert not missing, f"step {record['step']} lacks {missing}"
     assert any(m["reward/std"] > 0 for m in metrics), "no reward spread: the learnable reward never fired"
+    assert all(m["train/groups_with_spread"] * 4 in (0, 1, 2, 3, 4) for m in metrics), "a share of the step's 4 groups"
     assert any(m["actor/grad_norm"] > 0 for m in metrics)
 
     from transformers import Qwen2_5_VLForConditionalGeneration
