@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(evaluation)
     evaluation.add_argument("--checkpoint", metavar="DIR", help="model folder to evaluate (e.g. RUN/final; default: the recipe's model)")
     evaluation.add_argument("--out", metavar="DIR", help="where answers.json and table.json go (default: trainer.output_dir/eval)")
-    evaluation.add_argument("--prompt", default="mmad_eval", help="prompt to ask with (default: MMAD's own, mmad_eval)")
+    evaluation.add_argument("--prompt", default="mmad_eval", help="prompt to ask with (default: MMAD's own, mmad_eval; "
+                            "anomalyr1_eval: the AnomalyR1 reference's protocol, 1024 greedy tokens, shuffled options, its letter reading)")
     evaluation.set_defaults(run=cmd_eval)
     mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
     mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")

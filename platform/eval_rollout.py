@@ -11,7 +11,7 @@ import ray
 
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
-from anomalyr1.platform.eval_answers import answer_record, eval_metrics
+from anomalyr1.platform.eval_answers import LetterReader, answer_record, choose_letter, eval_metrics
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout.hf_engine import SamplingSettings
 
@@ -29,6 +29,7 @@ def greedy_answers(
     batch_size: int,
     incarnations: dict[int, str] | None = None,
     rearm: Callable[[int, object], None] | None = None,
+    reader: LetterReader = choose_letter,
 ) -> list[dict]:
     """MMAD answer records for samples, in their order. Batches go to whichever worker is free,
     so a slow worker (or a batch of long prompts) does not hold the others up.
@@ -62,7 +63,7 @@ def greedy_answers(
             for offset, group in enumerate(result.groups):
                 texts[start + offset] = group.texts[0]
         idle.append(index)
-    return [answer_record(sample, text) for sample, text in zip(samples, texts)]
+    return [answer_record(sample, text, reader) for sample, text in zip(samples, texts)]
 
 
 def held_out_metrics(workers: Sequence[Any], samples: Sequence[Sample], recipe: Recipe, incarnations=None, rearm=None) -> dict[str, float]:

@@ -136,12 +136,19 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    name: Literal["anomalyr1", "mmad_eval"] = "anomalyr1"
-    """anomalyr1: reason in <think>, one letter in <answer>; mmad_eval: MMAD's inspector prompt."""
+    name: Literal["anomalyr1", "mmad_eval", "anomalyr1_eval"] = "anomalyr1"
+    """anomalyr1: the AnomalyR1 reference's training prompt (reason in <think>, one letter in <answer>);
+    mmad_eval: MMAD's inspector prompt; anomalyr1_eval: the reference's raw-text evaluation prompt (query image only)."""
     k_shot: int = Field(0, ge=0)
     """Normal template images shown before the query image."""
     domain_knowledge: bool = False
     """Add the category's domain knowledge text (domain_knowledge.json) to the prompt."""
+
+    @model_validator(mode="after")
+    def _raw_prompt_has_no_context(self) -> "PromptConfig":
+        if self.name == "anomalyr1_eval" and (self.k_shot or self.domain_knowledge):
+            raise ValueError("anomalyr1_eval shows the query image only (expected k_shot 0 and domain_knowledge false)")
+        return self
 
 
 class RolloutConfig(Section):
