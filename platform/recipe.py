@@ -104,8 +104,7 @@ class DataConfig(Section):
     max_image_pixels: int | None = Field(1000 * 800, ge=28 * 28)
     """Images are downscaled to at most this many pixels (aspect kept); None: no pixel budget."""
     max_image_size: tuple[Annotated[int, Field(ge=28)], Annotated[int, Field(ge=28)]] | None = None
-    """[W, H]: images wider or taller are shrunk (LANCZOS, aspect kept) to fit inside this box, as
-    the AnomalyR1 reference does with [1000, 800]; applied before max_image_pixels."""
+    """[W, H]: larger images are shrunk (LANCZOS, aspect kept) to fit inside this box, before max_image_pixels (AnomalyR1: [1000, 800])."""
     shuffle_options: bool = True
     """Reorder each question's options (answer letter follows) so the policy cannot learn positions."""
     seed: int = 0
@@ -137,8 +136,7 @@ class DataConfig(Section):
 
 class PromptConfig(Section):
     name: Literal["anomalyr1", "mmad_eval", "anomalyr1_eval"] = "anomalyr1"
-    """anomalyr1: the AnomalyR1 reference's training prompt (reason in <think>, one letter in <answer>);
-    mmad_eval: MMAD's inspector prompt; anomalyr1_eval: the reference's raw-text evaluation prompt (query image only)."""
+    """anomalyr1: AnomalyR1's training prompt (<think>, one letter in <answer>); mmad_eval: MMAD's; anomalyr1_eval: AnomalyR1's raw-text eval prompt."""
     k_shot: int = Field(0, ge=0)
     """Normal template images shown before the query image."""
     domain_knowledge: bool = False
@@ -249,8 +247,7 @@ class LearnerConfig(Section):
     lr: float = Field(1e-6, gt=0)
     """AdamW learning rate (the peak, when lr_scheduler shapes it)."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    """Rate over the run, advanced once per training step (transformers' schedulers): constant, linear
-    decay to 0 at trainer.steps (transformers' Trainer default, which the AnomalyR1 reference ran), or cosine to 0."""
+    """Rate per training step (transformers' schedulers): constant, linear or cosine decay to 0 at trainer.steps (AnomalyR1: linear)."""
     warmup_steps: int = Field(0, ge=0)
     """Training steps over which the rate rises linearly from 0 before the schedule (0: none)."""
     weight_decay: float = Field(0.0, ge=0)
