@@ -46,11 +46,6 @@ log = logging.getLogger("anomalyr1")
 def class_of(sample) -> tuple[str, str, str]:
     return sample.dataset, sample.category, sample.defect_type
 
-
-def has_spread(results: list[RewardResult]) -> bool:
-    """Whether a group's completions scored differently: otherwise GRPO's advantages are all 0."""
-    return len({r.score for r in results}) > 1
-
 ACTOR_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1"}
 """Actors share cores; thread pools per actor would oversubscribe them."""
 
@@ -85,6 +80,11 @@ class StepTimes:
 
 class LearnerFailure(RuntimeError):
     """A learner actor died: the group is rebuilt from the last checkpoint."""
+
+
+def has_spread(results: list[RewardResult]) -> bool:
+    """Whether a group's completions scored differently: otherwise GRPO's advantages are all 0."""
+    return len({r.score for r in results}) > 1
 
 
 class Trainer:
@@ -339,9 +339,8 @@ class Trainer:
         return groups, scores
 
     def _generate(self, rank: int, share: list) -> ray.ObjectRef:
-        """Worker `rank`'s rollout of its share, seeded by step, draw and rank (the same on a retry)."""
-        purpose = f"rollout:{self.draw}" if self.draw else "rollout"  # the first draw keeps its seeds
-        sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed(purpose, rank)})
+        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry)."""
+        sampling = SamplingSettings(**{**self.sampling.__dict__, "seed": self._seed("rollout", rank)})
         return self.rollout_workers[rank].generate.remote([s.to_dict() for s in share], sampling)
 
     def class_records(self) -> list[dict]:
@@ -463,5 +462,7 @@ class Trainer:
         return target
 
     def _seed(self, purpose: str, rank: int) -> int:
-        """Stable across processes and runs (unlike hash(), which Python salts per process)."""
-        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}:{self.step}:{rank}".encode()) & 0x7FFFFFFF
+        """Stable across processes and runs (unlike hash(), which Python salts per process); an
+        extra draw of prompts (filter_groups) samples afresh, the first draw keeps its seeds."""
+        draw = f":draw{self.draw}" if self.draw else ""
+        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}{draw}:{self.step}:{rank}".encode()) & 0x7FFFFFFF

@@ -12,7 +12,7 @@ from anomalyr1.platform.metrics import read_metrics
 REQUIRED_METRICS = {
     "reward/mean", "reward/std", "reward/contains_target", "actor/pg_loss", "actor/kl", "actor/clipfrac",
     "actor/grad_norm", "response_length/mean", "timing/rollout_s", "timing/reward_s", "timing/learner_s",
-    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s", "train/groups_with_spread",
+    "timing/sync_s", "timing/step_s", "throughput/tokens_per_s",
 }
 
 
