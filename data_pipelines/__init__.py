@@ -4,7 +4,7 @@ from anomalyr1.data_pipelines.errors import DataError
 from anomalyr1.data_pipelines.fewshot import FewShotSet, FewShotSettings, load_fewshot, read_fewshot, select_fewshot
 from anomalyr1.data_pipelines.hf_dataset import build_hf_dataset, load_hf_dataset
 from anomalyr1.data_pipelines.holdout import split_held_out
-from anomalyr1.data_pipelines.images import PAPER_MAX_PIXELS, load_image
+from anomalyr1.data_pipelines.images import PAPER_MAX_PIXELS, PAPER_MAX_SIZE, load_image
 from anomalyr1.data_pipelines.mmad import DataProblem, MMADLoad, load_mmad
 from anomalyr1.data_pipelines.mvtec3d import convert_mvtec3d
 from anomalyr1.data_pipelines.prompts import (
@@ -26,6 +26,7 @@ __all__ = [
     "MMADLoad",
     "MMADScores",
     "PAPER_MAX_PIXELS",
+    "PAPER_MAX_SIZE",
     "PROMPTS",
     "PromptSpec",
     "Sample",

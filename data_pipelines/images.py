@@ -12,8 +12,12 @@ from PIL import Image
 from anomalyr1.data_pipelines.errors import DataError
 from anomalyr1.data_pipelines.regions import component_boxes
 
+PAPER_MAX_SIZE = (1000, 800)
+"""AnomalyR1's reference shrinks an image that is wider than 1000 or taller than 800 to fit that
+box (grpo_rec.py, eval/thinkad_query.py)."""
 PAPER_MAX_PIXELS = 1000 * 800
-"""AnomalyR1 capped images at 1000x800; as an area budget this keeps the same token cost."""
+"""The same cap as an area budget: about the same token cost, but not the reference's sizes (a
+1024x1024 image becomes 894x894 instead of 800x800)."""
 
 BBox = tuple[float, float, float, float]
 
@@ -39,18 +43,38 @@ def image_size(path: str | PathLike[str]) -> tuple[int, int]:
     return size
 
 
-def load_image(path: str | PathLike[str], max_pixels: int | None = None) -> Image.Image:
-    """An RGB image, shrunk (aspect kept) so width*height <= max_pixels: huge inspection photos
-    would otherwise cost thousands of vision tokens each."""
+def load_image(path: str | PathLike[str], max_pixels: int | None = None,
+               max_size: tuple[int, int] | None = None) -> Image.Image:
+    """An RGB image, shrunk (aspect kept, LANCZOS) to fit inside the box max_size = (width,
+    height) and then so width*height <= max_pixels: huge inspection photos would otherwise
+    cost thousands of vision tokens each."""
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if max_size is not None and min(max_size) < 1:
+        raise ValueError(f"max_size must be two sides >= 1, got {max_size}")
     with _open(path) as raw:
         try:
             image = raw.convert("RGB")
         except Exception as exc:  # truncated data only shows when pixels are decoded
             raise DataError(f"{path}: not a readable image ({exc})") from exc
+    if max_size is not None:
+        image = _fit_box(image, max_size)
+    return image if max_pixels is None else _fit_budget(image, max_pixels)
+
+
+def _fit_box(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """The reference's resize: when a side exceeds the box, scale by the tighter side's ratio
+    and truncate (int()), exactly its arithmetic, so sizes match it pixel for pixel."""
     width, height = image.size
-    if max_pixels is None or width * height <= max_pixels:
+    if width <= box[0] and height <= box[1]:
+        return image
+    ratio = min(box[0] / width, box[1] / height)
+    return image.resize((max(1, int(width * ratio)), max(1, int(height * ratio))), Image.Resampling.LANCZOS)
+
+
+def _fit_budget(image: Image.Image, max_pixels: int) -> Image.Image:
+    width, height = image.size
+    if width * height <= max_pixels:
         return image
     scale = math.sqrt(max_pixels / (width * height))
     # Rounding down keeps the product under budget; the clamps only bite for extreme aspect

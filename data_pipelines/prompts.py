@@ -17,13 +17,25 @@ from anomalyr1.data_pipelines.schema import OPTION_LETTERS, Sample
 
 __all__ = [
     "PROMPTS", "PromptSpec", "build_prompt", "format_options", "load_image", "shuffle_options",
-    "anomalyr1_prompt", "mmad_eval_prompt", "localization_prompt", "BOX_PROMPTS",
+    "anomalyr1_prompt", "anomalyr1_eval_prompt", "mmad_eval_prompt", "localization_prompt", "BOX_PROMPTS",
 ]
 
-THINK_ANSWER_FORMAT = (
-    "First output the thinking process in <think> </think> tags and then output the final answer "
-    "(one option letter only) in <answer> </answer> tags."
+ANOMALYR1_INSTRUCTION = (
+    "A conversation between User and Assistant. The user asks a choice question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with the "
+    "answer.Respond with your reasoning in <think> </think> tags followed by a single letter answer in "
+    "<answer> </answer> tags."
 )
+"""The reference's training instruction (grpo_rec.py's SYSTEM_PROMPT, appended to the question);
+the missing space after "answer." is theirs: its string pieces are joined without one."""
+ANOMALYR1_EVAL_INSTRUCTION = (
+    "First output the thinking process in <think> </think> tags and then output the final answer "
+    "letter in <answer> </answer> tags."
+)
+"""The reference's evaluation instruction (eval/thinkad_query.py)."""
+QWEN_IMAGE_PLACEHOLDER = "<|image_pad|>"
+"""Where a raw-text prompt puts an image: the token Qwen's processor expands into the image's
+vision tokens (the reference's evaluation writes it bare, without vision start/end tokens)."""
 INSPECTOR_INSTRUCTION = (
     "You are an industrial inspector who checks products by images. You should judge whether "
     "there is a defect in the query image and answer the questions about it."
@@ -42,6 +54,9 @@ class PromptSpec:
     messages: list[dict[str, Any]]
     """Chat messages; each {"type": "image"} item stands for the next path in `images`."""
     images: list[str]
+    raw_text: str | None = None
+    """A prompt the processor takes as it is, without the chat template (then `messages` is
+    empty); each QWEN_IMAGE_PLACEHOLDER stands for the next path in `images`."""
 
 
 PromptBuilder = Callable[[Sample, int, bool], PromptSpec]
@@ -117,11 +132,28 @@ def _query_image(sample: Sample, k_shot: int, domain_knowledge: bool) -> _Conten
 
 
 def anomalyr1_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
-    """AnomalyR1's GRPO prompt: image, question, options, and the <think>/<answer> format the
-    ROAM and accuracy rewards parse."""
+    """AnomalyR1's GRPO prompt as the reference trains with it (grpo_rec.py): one user turn, the
+    image first, then the problem, a space and the instruction. The reference's training file
+    (its `problem` field) is not public; the problem here is the question and its options one
+    per line, as its evaluation lays them out. Templates and domain knowledge, which the
+    reference does not train with, go ahead of the image when asked for."""
     content = _query_image(sample, k_shot, domain_knowledge)
-    content.text(f"{sample.question}\n{format_options(sample.options)}\n{THINK_ANSWER_FORMAT}")
+    content.text(f"{sample.question}\n{format_options(sample.options)} {ANOMALYR1_INSTRUCTION}")
     return content.spec()
+
+
+def anomalyr1_eval_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
+    """The reference's MMAD evaluation prompt (eval/thinkad_query.py), raw text without a chat
+    template: the query image only, the question, a space and a newline, each option on its own
+    line (the last one too), then the instruction after two more newlines. It has no place for
+    templates or domain knowledge, so asking for them is an error, not a quietly different
+    prompt."""
+    if k_shot or domain_knowledge:
+        raise ValueError("anomalyr1_eval is the reference's query-image-only prompt: "
+                         f"k_shot must be 0 and domain_knowledge false (got {k_shot}, {domain_knowledge})")
+    options = format_options(sample.options) + "\n"
+    text = f"Test image: {QWEN_IMAGE_PLACEHOLDER}\n\n{sample.question} \n{options}\n\n{ANOMALYR1_EVAL_INSTRUCTION}"
+    return PromptSpec(messages=[], images=[sample.image], raw_text=text)
 
 
 def localization_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> PromptSpec:
@@ -148,6 +180,7 @@ def mmad_eval_prompt(sample: Sample, k_shot: int, domain_knowledge: bool) -> Pro
 
 PROMPTS: dict[str, PromptBuilder] = {
     "anomalyr1": anomalyr1_prompt,
+    "anomalyr1_eval": anomalyr1_eval_prompt,
     "mmad_eval": mmad_eval_prompt,
     "localization": localization_prompt,
 }

@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(evaluation)
     evaluation.add_argument("--checkpoint", metavar="DIR", help="model folder to evaluate (e.g. RUN/final; default: the recipe's model)")
     evaluation.add_argument("--out", metavar="DIR", help="where answers.json and table.json go (default: trainer.output_dir/eval)")
-    evaluation.add_argument("--prompt", help="prompt to ask with (default: MMAD's own, mmad_eval; a recipe with the localization prompt keeps it)")
+    evaluation.add_argument("--prompt", help="prompt to ask with (default: MMAD's own, mmad_eval; a recipe with the localization prompt keeps it; "
+                            "anomalyr1_eval: the AnomalyR1 reference's protocol, 1024 greedy tokens, shuffled options, its letter reading)")
     evaluation.set_defaults(run=cmd_eval)
     masks = commands.add_parser("masks", help="SAM2 masks from the boxes in an answers file, scored against the ground-truth masks")
     masks.add_argument("answers", metavar="ANSWERS", help="answers.json from `anomalyr1 eval` (records with image and response)")

@@ -83,6 +83,11 @@ class LearnerFailure(RuntimeError):
     """A learner actor died: the group is rebuilt from the last checkpoint."""
 
 
+def has_spread(results: list[RewardResult]) -> bool:
+    """Whether a group's completions scored differently: otherwise GRPO's advantages are all 0."""
+    return len({r.score for r in results}) > 1
+
+
 class Trainer:
     MAX_RESTARTS = 3
     """Per role and run: how many actor deaths are recovered from before the run stops."""
@@ -102,6 +107,8 @@ class Trainer:
         self.faults = Counter({"rollout": 0, "learner": 0})
         """Deaths recovered from, per role; reward actors are restarted by Ray and counted by the pool."""
         self._sync_checked = False
+        self.draw = 0
+        """Which draw of prompts the current step is on: more than one only with algorithm.filter_groups."""
         if resume:
             self._restore()
         elif any(checkpoints_dir(self.output).glob("step_*")):
@@ -253,18 +260,46 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         step_start = time.perf_counter()
         times = StepTimes()
-        samples = self.prompts.next(self.recipe.trainer.prompts_per_step)  # 1
-        self.class_counts.update(class_of(s) for s in samples)
-        groups, scores = self.rollout_and_score(samples, times)  # 2, 3
-        sequences = self.advantages(groups, scores)  # 4
+        self.draw = 0
+        groups, scores = self.rollout_and_score(self.draw_prompts(self.recipe.trainer.prompts_per_step), times)  # 1, 2, 3
+        spread = [has_spread(results) for results in scores]
+        filtering = {}
+        train_groups, train_scores = groups, scores
+        if self.recipe.algorithm.filter_groups:
+            train_groups, train_scores = self.groups_with_spread(groups, scores, spread, times)
+            filtering = {"train/groups_kept": float(len(train_groups)), "train/extra_draws": float(self.draw)}
+        sequences = self.advantages(train_groups, train_scores) if train_groups else []  # 4
         update_metrics = self.update(sequences, times)  # 5
         self.sync_weights(times)  # 6
         step_s = time.perf_counter() - step_start
-        self.rollout_log.write(self.step, groups, scores, sequences)  # 7
-        return self.step_metrics(groups, scores, update_metrics, times, step_s)
+        self.rollout_log.write(self.step, train_groups, train_scores, sequences)  # 7
+        metrics = self.step_metrics(groups, scores, update_metrics, times, step_s)
+        metrics["train/groups_with_spread"] = sum(spread) / len(spread)
+        return {**metrics, **filtering}
+
+    def draw_prompts(self, count: int) -> list:
+        samples = self.prompts.next(count)
+        self.class_counts.update(class_of(s) for s in samples)
+        return samples
+
+    def groups_with_spread(self, groups, scores, spread: list[bool], times: StepTimes):
+        """DAPO's dynamic sampling: only groups whose completions scored differently carry a
+        GRPO signal (a group scored alike has zero advantages), so the others are dropped, and
+        up to algorithm.filter_groups_max_draws more draws of prompts try to fill the step with
+        prompts_per_step groups that have spread. May return fewer (even none)."""
+        wanted = self.recipe.trainer.prompts_per_step
+        kept = [(g, s) for g, s, keep in zip(groups, scores, spread) if keep]
+        while len(kept) < wanted and self.draw < self.recipe.algorithm.filter_groups_max_draws:
+            self.draw += 1
+            more_groups, more_scores = self.rollout_and_score(self.draw_prompts(wanted - len(kept)), times)
+            kept += [(g, s) for g, s in zip(more_groups, more_scores) if has_spread(s)]
+        kept = kept[:wanted]
+        return [g for g, _ in kept], [s for _, s in kept]
 
     def rollout_and_score(self, samples, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
+        """Steps 2 and 3 for one draw of prompts; times add up over a step's draws."""
         start = time.perf_counter()
+        rollout_compute_s = reward_compute_s = 0.0
         workers = self.rollout_workers
         shares = [samples[i :: len(workers)] for i in range(len(workers))]
         shared = {"class_counts": self.class_records()}
@@ -287,17 +322,19 @@ class Trainer:
                 remaining.append(retry)
                 continue
             by_rank[rank] = result.groups
-            times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
+            rollout_compute_s = max(rollout_compute_s, result.compute_s)
             scoring[rank] = self.reward_pool.submit(result.groups, shared)
-        times.rollout_s = time.perf_counter() - start
+        times.rollout_s += time.perf_counter() - start
+        times.rollout_compute_s += rollout_compute_s
         reward_start = time.perf_counter()
         groups, scores = [], []
         for rank in sorted(by_rank):
             results, compute_s = self.reward_pool.gather(scoring[rank])
-            times.reward_compute_s = max(times.reward_compute_s, compute_s)
+            reward_compute_s = max(reward_compute_s, compute_s)
             groups += by_rank[rank]
             scores += results
-        times.reward_s = time.perf_counter() - reward_start
+        times.reward_s += time.perf_counter() - reward_start
+        times.reward_compute_s += reward_compute_s
         return groups, scores
 
     def _generate(self, rank: int, share: list) -> ray.ObjectRef:
@@ -317,7 +354,8 @@ class Trainer:
             mask[row, :length] = 1
         values = torch.tensor([scores[gi][i].score for gi, g in enumerate(groups) for i in range(len(g.responses))])
         group_ids = [g.sample["id"] + f"@{gi}" for gi, g in enumerate(groups) for _ in g.responses]
-        advantages = compute_advantages(values, group_ids, mask, self.recipe.algorithm.adv_estimator, self.recipe.algorithm.norm_adv_by_std)
+        algorithm = self.recipe.algorithm
+        advantages = compute_advantages(values, group_ids, mask, algorithm.adv_estimator, algorithm.norm_adv_by_std, algorithm.adv_epsilon)
         # outcome estimators give every token of a response the same advantage: keep one per sequence
         return [
             TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0)
@@ -327,6 +365,10 @@ class Trainer:
     def update(self, sequences: list[TrainSequence], times: StepTimes) -> dict[str, float]:
         start = time.perf_counter()
         world = len(self.learners)
+        if len(sequences) < world:
+            # filter_groups left too little to give every rank a share: the learners only
+            # advance their schedule, so the step counts as skipped.
+            sequences = []
         seed = self._seed("update", 0)
         results = self._on_learners("update", per_rank=[(sequences[rank::world], len(sequences), seed) for rank in range(world)])
         times.learner_s = time.perf_counter() - start
@@ -419,5 +461,7 @@ class Trainer:
         return target
 
     def _seed(self, purpose: str, rank: int) -> int:
-        """Stable across processes and runs (unlike hash(), which Python salts per process)."""
-        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}:{self.step}:{rank}".encode()) & 0x7FFFFFFF
+        """Stable across processes and runs (unlike hash(), which Python salts per process); an
+        extra draw of prompts (filter_groups) samples afresh, the first draw keeps its seeds."""
+        draw = f":draw{self.draw}" if self.draw else ""
+        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}{draw}:{self.step}:{rank}".encode()) & 0x7FFFFFFF

@@ -28,7 +28,8 @@ class EncodedPrompt:
     model_input_size: tuple[int, int]
     """(width, height) of the query image as the model sees it."""
     chat_text: str
-    """The prompt as chat text with one placeholder per image (what vLLM takes)."""
+    """The prompt text as the model reads it, one placeholder per image (what vLLM takes): the
+    chat template's output, or a raw-text prompt as written."""
     images: list
     """The PIL images behind the placeholders, capped; stays on the worker."""
 
@@ -45,10 +46,14 @@ class EncodedPrompt:
         )
 
 
-def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pixels: int) -> EncodedPrompt:
+def encode_prompt(processor, sample: Sample, prompt: PromptConfig, max_image_pixels: int | None,
+                  max_image_size: tuple[int, int] | None = None) -> EncodedPrompt:
     spec = build_prompt(sample, prompt.name, k_shot=prompt.k_shot, domain_knowledge=prompt.domain_knowledge)
-    images = [load_image(path, max_image_pixels) for path in spec.images]
-    text = processor.apply_chat_template(spec.messages, add_generation_prompt=True, tokenize=False)
+    images = [load_image(path, max_image_pixels, max_image_size) for path in spec.images]
+    if spec.raw_text is not None:  # a prompt meant to reach the model as written (anomalyr1_eval)
+        text = spec.raw_text
+    else:
+        text = processor.apply_chat_template(spec.messages, add_generation_prompt=True, tokenize=False)
     encoded = processor(text=[text], images=images or None, return_tensors="pt")
     grid = encoded["image_grid_thw"]
     patch = processor.image_processor.patch_size

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from anomalyr1.data_pipelines.schema import QUESTION_TYPES, Sample
 from anomalyr1.data_pipelines.scoring import AVERAGE, MMADScores, score_answers
-from anomalyr1.rewards.parsing import answer_region, extract_choice_strict
+from anomalyr1.rewards.parsing import ANSWER, answer_region, extract_choice_strict
 
 _WORDS = re.compile(r"[^0-9a-z]+")
+_REFERENCE_LETTER = re.compile(r"[A-E]")
 ANSWERS_FILE = "answers.json"
 TABLE_FILE = "table.json"
 EVALS_DIR = "evals"
@@ -42,21 +43,42 @@ def choose_letter(text: str, options: dict[str, str]) -> str | None:
     return letter
 
 
+def reference_letter(text: str, options: dict[str, str]) -> str | None:
+    """The AnomalyR1 reference's reading (eval/thinkad_query.py, extract_answer_letter): the text
+    between the last <answer> and the last </answer> (nothing when the last <answer> comes after
+    the last </answer>), stripped; in it the first upper-case A-E anywhere, even inside a word
+    ("Bottle" reads B); else the first option whose text occurs in it, case folded; else none
+    (the reference writes "X", which MMAD's scoring also leaves out)."""
+    start, end = text.rfind(ANSWER[0]), text.rfind(ANSWER[1])
+    answer = text[start + len(ANSWER[0]):end].strip() if 0 <= start < end else ""
+    if not answer:
+        return None
+    letter = _REFERENCE_LETTER.search(answer)
+    if letter:
+        return letter.group()
+    return next((key for key, value in options.items() if value.lower() in answer.lower()), None)
+
+
+LetterReader = Callable[[str, dict[str, str]], "str | None"]
+
+
 def _normalise(text: str) -> str:
     return _WORDS.sub(" ", text.lower()).strip()
 
 
-def answer_record(sample: Sample, text: str, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """One record of MMAD's answer format, plus the dataset and the full response, what a report
-    needs to show the question (options, category, the image file and its ground truth), and the
-    (width, height) the model saw the query image at when known: boxes in the response are in
-    those pixels, and `anomalyr1 masks` rescales them to the image with it."""
+def answer_record(
+    sample: Sample, text: str, input_size: tuple[int, int] | None = None, reader: LetterReader = choose_letter
+) -> dict[str, Any]:
+    """One record of MMAD's answer format (its letter read by `reader`), plus the dataset and the
+    full response, what a report needs to show the question (options, category, the image file
+    and its ground truth), and the (width, height) the model saw the query image at when known:
+    boxes in the response are in those pixels, and `anomalyr1 masks` rescales them with it."""
     record: dict[str, Any] = {
         "image": sample.id.rsplit("#", 1)[0],
         "question": sample.question,
         "question_type": sample.question_type,
         "correct_answer": sample.answer,
-        "gpt_answer": choose_letter(text, sample.options),
+        "gpt_answer": reader(text, sample.options),
         "dataset": sample.dataset,
         "response": text,
         "options": sample.options,

@@ -12,7 +12,7 @@ import ray
 
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
-from anomalyr1.platform.eval_answers import answer_record, eval_metrics, write_answers
+from anomalyr1.platform.eval_answers import LetterReader, answer_record, choose_letter, eval_metrics, write_answers
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 
@@ -30,6 +30,7 @@ def greedy_answers(
     batch_size: int,
     incarnations: dict[int, str] | None = None,
     rearm: Callable[[int, object], None] | None = None,
+    reader: LetterReader = choose_letter,
 ) -> list[dict]:
     """MMAD answer records for samples, in their order. Batches go to whichever worker is free,
     so a slow worker (or a batch of long prompts) does not hold the others up.
@@ -65,7 +66,7 @@ def greedy_answers(
                 texts[start + offset] = group.texts[0]
                 input_sizes[start + offset] = group.model_input_size
         idle.append(index)
-    return [answer_record(sample, text, size) for sample, text, size in zip(samples, texts, input_sizes)]
+    return [answer_record(sample, text, size, reader) for sample, text, size in zip(samples, texts, input_sizes)]
 
 
 def held_out_metrics(

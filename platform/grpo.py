@@ -28,8 +28,10 @@ def compute_advantages(
     response_mask: torch.Tensor,
     estimator: str = "grpo",
     norm_adv_by_std: bool = True,
+    epsilon: float = 1e-6,
 ) -> torch.Tensor:
-    """Token-level advantages (N, T) from one scalar score per completion and its group id."""
+    """Token-level advantages (N, T) from one scalar score per completion and its group id;
+    `epsilon` is added to the group's std by estimators that take it (verl's grpo)."""
     from verl.trainer.config import AlgoConfig
 
     core = _core_algos()
@@ -46,6 +48,8 @@ def compute_advantages(
         kwargs["index"] = np.asarray(group_ids, dtype=object)
     if "norm_adv_by_std_in_grpo" in params:
         kwargs["norm_adv_by_std_in_grpo"] = norm_adv_by_std
+    if "epsilon" in params:
+        kwargs["epsilon"] = epsilon
     advantages, _returns = fn(**kwargs)
     return advantages
 

@@ -11,7 +11,7 @@ import copy
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -101,8 +101,10 @@ class DataConfig(Section):
     """Stop reading after this many questions (quick runs on a big set)."""
     strict: bool = False
     """Stop at the first broken entry instead of skipping and counting it."""
-    max_image_pixels: int = Field(1000 * 800, ge=28 * 28)
-    """Images are downscaled to at most this many pixels (the paper: 1000x800)."""
+    max_image_pixels: int | None = Field(1000 * 800, ge=28 * 28)
+    """Images are downscaled to at most this many pixels (aspect kept); None: no pixel budget."""
+    max_image_size: tuple[Annotated[int, Field(ge=28)], Annotated[int, Field(ge=28)]] | None = None
+    """[W, H]: larger images are shrunk (LANCZOS, aspect kept) to fit inside this box, before max_image_pixels (AnomalyR1: [1000, 800])."""
     shuffle_options: bool = True
     """Reorder each question's options (answer letter follows) so the policy cannot learn positions."""
     seed: int = 0
@@ -133,13 +135,20 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    name: Literal["anomalyr1", "mmad_eval", "localization"] = "anomalyr1"
-    """anomalyr1: reason in <think>, one letter in <answer>; mmad_eval: MMAD's inspector prompt;
-    localization: reason in <think>, the defects as JSON boxes in <answer> (bbox_iou, `anomalyr1 masks`)."""
+    name: Literal["anomalyr1", "anomalyr1_eval", "mmad_eval", "localization"] = "anomalyr1"
+    """anomalyr1: AnomalyR1's training prompt (<think>, one letter in <answer>); anomalyr1_eval: AnomalyR1's
+    raw-text eval prompt; mmad_eval: MMAD's inspector prompt; localization: reason in <think>, the defects
+    as JSON boxes in <answer> (bbox_iou, `anomalyr1 masks`)."""
     k_shot: int = Field(0, ge=0)
     """Normal template images shown before the query image."""
     domain_knowledge: bool = False
     """Add the category's domain knowledge text (domain_knowledge.json) to the prompt."""
+
+    @model_validator(mode="after")
+    def _raw_prompt_has_no_context(self) -> "PromptConfig":
+        if self.name == "anomalyr1_eval" and (self.k_shot or self.domain_knowledge):
+            raise ValueError("anomalyr1_eval shows the query image only (expected k_shot 0 and domain_knowledge false)")
+        return self
 
 
 class RolloutConfig(Section):
@@ -195,6 +204,8 @@ class AlgorithmConfig(Section):
     """Any advantage estimator verl registers (grpo, rloo, reinforce_plus_plus, ...)."""
     norm_adv_by_std: bool = True
     """GRPO divides by the group's std; False is Dr.GRPO."""
+    adv_epsilon: float = Field(1e-6, gt=0)
+    """Added to the group's std before dividing (verl's estimator epsilon; the AnomalyR1 reference used 1e-4)."""
     policy_loss: str = "vanilla"
     """Any policy loss verl registers (vanilla = PPO clip, gspo, cispo, ...)."""
     clip_ratio: float = Field(0.2, gt=0)
@@ -211,6 +222,10 @@ class AlgorithmConfig(Section):
     """KL estimator; low_var_kl is k3 = pi_ref/pi - log(pi_ref/pi) - 1, as in the paper."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's rollouts; more than 1 recomputes old log-probs first."""
+    filter_groups: bool = False
+    """Leave groups whose G completions all scored alike (no GRPO signal) out of the update, as DAPO's dynamic sampling does."""
+    filter_groups_max_draws: int = Field(0, ge=0)
+    """With filter_groups: at most this many extra draws of prompts per step to reach prompts_per_step groups with spread."""
 
     @field_validator("adv_estimator", "policy_loss")
     @classmethod
@@ -235,7 +250,11 @@ class LearnerConfig(Section):
     workers: int = Field(1, ge=1)
     """Learner actors: the ranks of one torch.distributed group (gloo on CPU, nccl on GPU)."""
     lr: float = Field(1e-6, gt=0)
-    """AdamW learning rate."""
+    """AdamW learning rate (the peak, when lr_scheduler shapes it)."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Rate per training step (transformers' schedulers): constant, linear or cosine decay to 0 at trainer.steps (AnomalyR1: linear)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Training steps over which the rate rises linearly from 0 before the schedule (0: none)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)

@@ -28,19 +28,23 @@ class AnswerCheck:
 
     extractor: Extractor = "reference"
     require_format: bool = True
+    case_sensitive: bool = True
+    """The reference's choice reward and ROAM compare the letter exactly (a bare "b" is not
+    "B"); False is the lenient reading that folds case on both sides."""
 
     def __post_init__(self) -> None:
         check_extractor(self.extractor)
 
     def is_right(self, completion: str, sample: Mapping[str, Any]) -> bool:
         letter = answer_letter(completion, self.extractor, self.require_format)
-        return same_letter(letter, str(sample["answer"]).strip())
+        return same_letter(letter, str(sample["answer"]).strip(), self.case_sensitive)
 
 
 @register_reward("accuracy")
 @dataclass
 class Accuracy(AnswerCheck, Reward):
-    """1 when the answer letter equals sample["answer"], case-insensitively."""
+    """1 when the answer letter equals sample["answer"]: the reference's choice reward (its
+    `accuracy`), which agrees with ROAM on what a right letter is, case included."""
 
     value_range = (0.0, 1.0)
 

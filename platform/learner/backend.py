@@ -17,6 +17,9 @@ from torch import nn
 class PolicyBackend(Protocol):
     module: nn.Module
     """The trainable policy to call forward on."""
+    optimizer: torch.optim.Optimizer
+    """The torch AdamW: its param groups carry the learning rate the schedule sets, its state
+    the moments a checkpoint keeps."""
 
     def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None: ...
 

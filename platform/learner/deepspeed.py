@@ -4,23 +4,24 @@ The learner drives accumulation itself (one backward per micro-batch, one step p
 so DeepSpeed runs with gradient_accumulation_steps=1 and is told where a mini-batch ends with
 `set_gradient_accumulation_boundary`. On CPU it needs DS_ACCELERATOR=cpu, set before import.
 
-Resume: DeepSpeed's own optimizer checkpoints are pickles, which this platform does not load;
-a DeepSpeed run resumes its weights, data position and metrics from a checkpoint and restarts
-AdamW's moments (logged), while FSDP2 resumes exactly.
+Resume: DeepSpeed's own optimizer checkpoints are pickles, which this platform does not load.
+ZeRO wraps the torch AdamW it is given and keeps that optimizer's state for this rank's flat fp32
+partition, so each rank saves that state as safetensors (like FSDP2's shards) and loads it back
+into the same partition layout: the moments survive a resume.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-log = logging.getLogger("anomalyr1")
+from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
 
 
 def _deepspeed():
@@ -55,9 +56,9 @@ class DeepSpeedBackend:
         deepspeed = _deepspeed()
         learner = recipe.learner
         self.stage = learner.zero_stage
-        optimizer = torch.optim.AdamW(policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=policy, optimizer=optimizer, config=_config(recipe, self.stage, train=True), dist_init_required=False
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
+        self.engine, self.zero_optimizer, _, _ = deepspeed.initialize(
+            model=policy, optimizer=self.optimizer, config=_config(recipe, self.stage, train=True), dist_init_required=False
         )
         self.module = self.engine
 
@@ -67,7 +68,7 @@ class DeepSpeedBackend:
 
     def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
         if not loss_is_finite:  # DeepSpeed has no fp32 overflow check: never let a NaN loss step
-            self.optimizer.zero_grad()
+            self.zero_optimizer.zero_grad()
             return float("nan"), False
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
@@ -94,17 +95,25 @@ class DeepSpeedBackend:
         return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state is not None else None
 
     def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
-        import json
-
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"rank{rank}.json").write_text(json.dumps({"world_size": world_size, "backend": "deepspeed", **extra}))
+        with self._optimizer_params():
+            save_rank_state(directory, rank, world_size, self.optimizer, extra)
 
     def load_state(self, directory: Path, rank: int, world_size: int) -> dict:
-        import json
+        with self._optimizer_params():
+            return load_rank_state(directory, rank, world_size, self.optimizer)
 
-        meta = json.loads((directory / f"rank{rank}.json").read_text())
-        log.warning("deepspeed resume: weights, data position and metrics restored; AdamW moments start afresh")
-        return {k: v for k, v in meta.items() if k not in ("world_size", "backend")}
+    @contextmanager
+    def _optimizer_params(self):
+        """ZeRO-3 empties its torch optimizer's param groups between steps (it puts one flat fp32
+        partition in at a time to step it); its own state_dict puts them all in around the read,
+        and so do these, so the state maps to parameters in a fixed order."""
+        if self.stage == 3:
+            self.zero_optimizer._set_fp32_optimizer_param_groups()
+        try:
+            yield
+        finally:
+            if self.stage == 3:
+                self.zero_optimizer._clear_fp32_optimizer_param_groups()
 
 
 def frozen_reference(policy: nn.Module, recipe) -> nn.Module:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
 from anomalyr1.platform.grpo import LossSettings, policy_objective
 from anomalyr1.platform.learner.backend import make_backend
+from anomalyr1.platform.learner.schedule import current_lr, lr_scheduler
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import recipe_in_actor
 
@@ -110,9 +111,12 @@ class LearnerWorker:
         policy.config.use_cache = False
         self.engine = make_backend(learner.backend, policy, self.recipe)
         self.policy = self.engine.module
+        self.scheduler = lr_scheduler(self.engine.optimizer, learner.lr_scheduler, learner.warmup_steps, self.recipe.trainer.steps)
         self.updates = 0
         if resume_from:
-            self.updates = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size).get("updates", 0)
+            saved = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size)
+            self.updates = saved.get("updates", 0)
+            self.scheduler.load_state_dict(saved["lr_scheduler"])
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.settings.kl_coef > 0:
             # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
@@ -188,6 +192,10 @@ class LearnerWorker:
     def update(self, sequences: list[TrainSequence], total_sequences: int, seed: int) -> UpdateResult:
         """One training step on this rank's share; `total_sequences` counts all ranks' shares."""
         start = time.perf_counter()
+        if total_sequences == 0:  # the driver filtered out every group: nothing to train on this step
+            metrics = {"actor/lr": current_lr(self.engine.optimizer), "actor/skipped_updates": 1.0}
+            self.scheduler.step()
+            return UpdateResult(metrics=metrics, compute_s=time.perf_counter() - start)
         self.policy.train()
         learner = self.recipe.learner
         mini_batch = learner.mini_batch_size or total_sequences
@@ -204,6 +212,7 @@ class LearnerWorker:
         if self.reference is not None:
             for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
                 sequence.ref_log_prob = ref
+        lr = current_lr(self.engine.optimizer)  # what every optimizer step of this training step applies
         rng = random.Random(seed * 1000 + self.rank)
         totals: dict[str, float] = {}
         for _epoch in range(self.recipe.algorithm.ppo_epochs):
@@ -214,7 +223,8 @@ class LearnerWorker:
                 chunk = order[part::steps_per_epoch]
                 self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
         metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
-        metrics["actor/lr"] = learner.lr
+        metrics["actor/lr"] = lr
+        self.scheduler.step()  # once per training step, applied or skipped, so the curve follows trainer.steps
         gap_total, gap_tokens = self._global(self.gap.total, self.gap.tokens)
         if gap_tokens:
             metrics["rollout/log_prob_diff_mean"] = gap_total / gap_tokens
@@ -314,8 +324,9 @@ class LearnerWorker:
         self.processor.save_pretrained(out)
 
     def save_state(self, directory: str) -> None:
-        """This rank's optimizer shard and RNG (no collective: every rank writes its own file)."""
-        self.engine.save_state(Path(directory), self.rank, self.world_size, {"updates": self.updates})
+        """This rank's optimizer shard, RNG and schedule position (no collective: every rank writes its own file)."""
+        extra = {"updates": self.updates, "lr_scheduler": self.scheduler.state_dict()}
+        self.engine.save_state(Path(directory), self.rank, self.world_size, extra)
 
     def pid(self) -> int:
         return os.getpid()

@@ -53,7 +53,8 @@ class RolloutWorker:
         costs megabytes per question on a real model."""
         start = time.perf_counter()
         prompts = [
-            encode_prompt(self.processor, Sample.from_dict(s), self.recipe.prompt, self.recipe.data.max_image_pixels)
+            encode_prompt(self.processor, Sample.from_dict(s), self.recipe.prompt, self.recipe.data.max_image_pixels,
+                          self.recipe.data.max_image_size)
             for s in samples
         ]
         groups = self.engine.generate(prompts, sampling)

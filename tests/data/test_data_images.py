@@ -13,6 +13,7 @@ from PIL import Image
 from anomalyr1.data_pipelines.errors import DataError
 from anomalyr1.data_pipelines.images import (
     PAPER_MAX_PIXELS,
+    PAPER_MAX_SIZE,
     image_size,
     load_image,
     mask_boxes,
@@ -52,6 +53,37 @@ def test_cap_holds_and_keeps_aspect(tmp_path_factory: pytest.TempPathFactory, wi
     assert w <= width and h <= height
     if min(w, h) >= 10:
         assert abs(w / h - width / height) <= 0.15 * width / height
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    ((1024, 1024), (800, 800)),   # MVTec: the height binds (894x894 under the pixel budget)
+    ((1500, 1000), (1000, 666)),  # the width binds; int() truncates 666.67 as the reference does
+    ((3000, 3000), (800, 800)),
+    ((1000, 800), (1000, 800)),   # inside the box: untouched
+    ((640, 480), (640, 480)),
+])
+def test_box_fits_as_the_reference_resizes(tmp_path: Path, size: tuple[int, int], expected: tuple[int, int]) -> None:
+    path = save(tmp_path / "x.png", size)
+    assert load_image(path, max_size=PAPER_MAX_SIZE).size == expected
+    if size == (1024, 1024):
+        assert load_image(path, PAPER_MAX_PIXELS).size == (894, 894), "the budget is not the box"
+
+
+def test_box_resizes_with_lanczos(tmp_path: Path) -> None:
+    stripes = Image.new("RGB", (1500, 1000))
+    stripes.putdata([(255 * (x % 3 == 0),) * 3 for _y in range(1000) for x in range(1500)])
+    stripes.save(tmp_path / "s.png")
+    expected = stripes.resize((1000, 666), Image.Resampling.LANCZOS)
+    assert list(load_image(tmp_path / "s.png", max_size=PAPER_MAX_SIZE).getdata()) == list(expected.getdata())
+
+
+def test_box_then_budget(tmp_path: Path) -> None:
+    assert load_image(save(tmp_path / "x.png", (3000, 3000)), 400 * 400, (1000, 800)).size == (400, 400)
+
+
+def test_bad_max_size(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_size"):
+        load_image(save(tmp_path / "x.png", (4, 4)), max_size=(0, 10))
 
 
 def test_bad_max_pixels(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The DeepSpeed learner backend: ZeRO-2 over gloo on CPU, two ranks, through the whole loop."""
+"""The DeepSpeed learner backend: ZeRO-2 and ZeRO-3 (the AnomalyR1 reference's stage) over gloo
+on CPU, two ranks, through the whole loop."""
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -9,8 +11,9 @@ from anomalyr1.platform.driver import Trainer
 from anomalyr1.platform.metrics import read_metrics
 
 
-def test_zero2_learners_train_the_tiny_recipe(ray_session, tiny_recipe, tiny_model, learnable_reward):
-    trainer = Trainer(tiny_recipe("learner.backend=deepspeed", "learner.zero_stage=2", "learner.workers=2", "trainer.steps=2",
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_learners_train_the_tiny_recipe(ray_session, tiny_recipe, tiny_model, learnable_reward, stage):
+    trainer = Trainer(tiny_recipe("learner.backend=deepspeed", f"learner.zero_stage={stage}", "learner.workers=2", "trainer.steps=2",
                                   "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
     final = trainer.train()
     metrics = read_metrics(trainer.output / "metrics.jsonl")
@@ -21,4 +24,4 @@ def test_zero2_learners_train_the_tiny_recipe(ray_session, tiny_recipe, tiny_mod
 
     trained = Qwen2_5_VLForConditionalGeneration.from_pretrained(final).state_dict()
     initial = load_file(str(Path(tiny_model) / "model.safetensors"))
-    assert any(not torch.equal(v, initial[k]) for k, v in trained.items() if k in initial), "ZeRO-2 updates changed nothing"
+    assert any(not torch.equal(v, initial[k]) for k, v in trained.items() if k in initial), f"ZeRO-{stage} updates changed nothing"

@@ -6,7 +6,7 @@ import pytest
 
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
-from anomalyr1.platform.eval_answers import answer_record, choose_letter, eval_metrics
+from anomalyr1.platform.eval_answers import answer_record, choose_letter, eval_metrics, reference_letter
 
 YES_NO = {"A": "Yes", "B": "No"}
 REGIONS = {"A": "left", "B": "top-left", "C": "center", "D": "bottom"}
@@ -61,3 +61,18 @@ def test_eval_metrics_from_the_average_row() -> None:
 def test_answer_record_carries_the_model_input_size_boxes_are_in() -> None:
     record = answer_record(_sample("D/cat/image/hole/000.png", "Defect Localization"), "[1, 2, 3, 4]", (448, 336))
     assert record["input_size"] == [448, 336] and record["response"] == "[1, 2, 3, 4]"
+
+
+@pytest.mark.parametrize("text, options, expected", [
+    ("<think>A is wrong</think><answer>B</answer>", YES_NO, "B"),
+    ("<answer>A</answer> then <answer> b. No </answer>", YES_NO, "B"),  # the last block; no A-E in it, "no" spells B
+    ("<answer>The Bottle is fine</answer>", YES_NO, "B"),  # the first upper-case A-E, even inside a word
+    ("<answer>no</answer>", YES_NO, "B"),  # option text, case folded
+    ("<answer>yes, no doubt</answer>", YES_NO, "A"),  # the first option whose text occurs
+    ("<answer>  </answer>", YES_NO, None),
+    ("<answer>B", YES_NO, None),  # no closing tag: nothing read
+    ("<answer>A</answer><answer>C", REGIONS, None),  # the last <answer> after the last </answer>
+    ("The answer is C.", REGIONS, None),  # no block: the reference reads nothing
+])
+def test_reference_letter(text: str, options: dict, expected: str | None) -> None:
+    assert reference_letter(text, options) == expected

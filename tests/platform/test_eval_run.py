@@ -11,8 +11,8 @@ import pytest
 from anomalyr1.data_pipelines.fewshot import image_key
 from anomalyr1.data_pipelines.mmad import load_mmad
 from anomalyr1.platform import cli
-from anomalyr1.platform.eval_answers import choose_letter
-from anomalyr1.platform.evaluate import default_eval_prompt, eval_recipe, evaluate
+from anomalyr1.platform.eval_answers import choose_letter, reference_letter
+from anomalyr1.platform.evaluate import PAPER_PROMPT, default_eval_prompt, eval_recipe, evaluate, paper_shuffle
 from anomalyr1.platform.recipe import RecipeError
 
 
@@ -74,3 +74,44 @@ def test_eval_asks_with_mmad_prompt_unless_the_recipe_asks_for_boxes(tiny_recipe
 def test_cli_bad_checkpoint_is_a_one_line_error(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "model.path" in capsys.readouterr().err
+
+
+def test_paper_protocol_recipe(tiny_recipe, tiny_model) -> None:
+    recipe = eval_recipe(tiny_recipe("rollout.max_new_tokens=32"), tiny_model, PAPER_PROMPT)
+    assert (recipe.prompt.name, recipe.rollout.max_new_tokens) == ("anomalyr1_eval", 1024)
+    with pytest.raises(RecipeError, match=r"prompt: anomalyr1_eval shows the query image only"):
+        eval_recipe(tiny_recipe("prompt.k_shot=1"), tiny_model, PAPER_PROMPT)
+
+
+def test_paper_shuffle_is_seeded_per_question(synthetic_root: Path) -> None:
+    samples = load_mmad(synthetic_root).samples[:40]
+    once, again, other = paper_shuffle(samples, 0), paper_shuffle(samples, 0), paper_shuffle(samples, 1)
+    assert once == again and once != other
+    assert sum(a.options != s.options for a, s in zip(once, samples)) > 10
+    assert all(a.options[a.answer] == s.options[s.answer] for a, s in zip(once, samples))
+
+
+def test_raw_prompt_reaches_the_model_without_a_chat_template(tiny_recipe, synthetic_root: Path) -> None:
+    """The reference's processor call: the raw text with <|image_pad|> expanded to the image's
+    vision tokens, nothing of the chat template around it."""
+    from anomalyr1.platform.encoding import encode_prompt
+    from anomalyr1.platform.models import load_processor
+
+    recipe = eval_recipe(tiny_recipe(), None, PAPER_PROMPT)
+    processor = load_processor(recipe.model.path)
+    sample = load_mmad(synthetic_root).samples[0]
+    encoded = encode_prompt(processor, sample, recipe.prompt, None, (1000, 800))
+    assert encoded.chat_text.startswith("Test image: <|image_pad|>\n\n") and "<|im_start|>" not in encoded.chat_text
+    image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    merge = processor.image_processor.merge_size ** 2
+    assert encoded.prompt_ids.count(image_token) == int(encoded.image_grid_thw.prod()) // merge
+
+
+def test_paper_protocol_answers_shuffled_questions_with_the_reference_reading(ray_session, tiny_recipe, tiny_model, tmp_path: Path) -> None:
+    recipe = tiny_recipe("rollout.workers=1", "trainer.prompts_per_step=1", "rollout.n=2", "data.max_samples=4")
+    result = evaluate(recipe, tiny_model, tmp_path / "paper", prompt=PAPER_PROMPT)
+    records = json.loads(result.answers_path.read_text())
+    asked = paper_shuffle(load_mmad(recipe.data.root, max_samples=4).samples, recipe.data.seed)
+    assert [r["correct_answer"] for r in records] == [s.answer for s in asked]
+    assert all(r["gpt_answer"] == reference_letter(r["response"], s.options) for r, s in zip(records, asked))
+    assert any(r["response"] for r in records)

@@ -24,6 +24,18 @@ def test_group_relative_advantages_by_hand():
     assert dr_grpo[0, 0].item() == pytest.approx(0.5)
 
 
+def test_adv_epsilon_reaches_verls_estimator():
+    """(r - mean) / (std + eps): the reference's 1e-4 shows on a group whose std is small."""
+    scores = torch.tensor([0.0, 0.0, 0.0, 1e-3])
+    mask = torch.ones((4, 2))
+    std = torch.tensor([0.0, 0.0, 0.0, 1e-3]).std().item()
+    for epsilon in (1e-6, 1e-4):
+        advantages = compute_advantages(scores, ["g"] * 4, mask, "grpo", epsilon=epsilon)
+        assert advantages[3, 0].item() == pytest.approx((1e-3 - 2.5e-4) / (std + epsilon), rel=1e-5)
+    assert compute_advantages(scores, ["g"] * 4, mask, "grpo", epsilon=1e-4)[3, 0].item() == pytest.approx(1.25, rel=1e-4)
+    assert compute_advantages(scores, ["g"] * 4, mask, "grpo")[3, 0].item() == pytest.approx(1.497, rel=1e-3)  # verl's 1e-6
+
+
 def test_clipped_loss_and_k3_kl_by_hand():
     old = torch.tensor([[-1.0, -1.0], [-2.0, -3.0]])
     new = torch.tensor([[-0.5, -1.2], [-1.9, -3.0]])

@@ -61,3 +61,50 @@ def test_token_budget_packs_micro_batches(tiny_recipe, synthetic_root):
         assert learner.update(batch, total_sequences=len(batch), seed=0).metrics["actor/skipped_updates"] == 0.0
     finally:
         learner.shutdown()
+
+
+def test_actor_lr_is_the_rate_the_optimizer_applied(tiny_recipe, synthetic_root):
+    """With one warmup step the first training step trains at rate 0 (transformers' warmup starts
+    there): the weights must not move, and actor/lr must say 0, then the peak."""
+    recipe = tiny_recipe("learner.workers=1", "learner.lr=1e-2", "learner.lr_scheduler=linear",
+                         "learner.warmup_steps=1", "trainer.steps=3")
+    learner = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
+    learner.setup("127.0.0.1", free_port())
+    try:
+        batch = sequences(learner, synthetic_root, 1.0)
+        before = weights(learner)
+        first = learner.update(batch, total_sequences=len(batch), seed=0).metrics
+        assert first["actor/lr"] == 0.0 and first["actor/grad_norm"] > 0
+        assert all(torch.equal(before[k], v) for k, v in weights(learner).items()), "rate 0 moved the weights"
+        second = learner.update(batch, total_sequences=len(batch), seed=1).metrics
+        assert second["actor/lr"] == pytest.approx(1e-2)
+        assert any(not torch.equal(before[k], v) for k, v in weights(learner).items())
+        assert learner.update(batch, total_sequences=len(batch), seed=2).metrics["actor/lr"] == pytest.approx(0.5e-2)
+    finally:
+        learner.shutdown()
+
+
+def test_ppo_epochs_and_mini_batches_recompute_old_log_probs(tiny_recipe, synthetic_root):
+    """2 epochs x 2 mini-batches = 4 optimizer steps on one rollout: old log-probs are taken once
+    before the first, so the first step's ratio is 1 (ppo_kl 0) and later ones move off it."""
+    recipe = tiny_recipe("learner.workers=1", "learner.lr=1e-2", "algorithm.ppo_epochs=2", "learner.mini_batch_size=2")
+    learner = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
+    learner.setup("127.0.0.1", free_port())
+    steps = []
+    take_step = learner._optimizer_step
+
+    def recording(chunk, template):
+        steps.append((len(chunk), take_step(chunk, template)))
+        return steps[-1][1]
+
+    learner._optimizer_step = recording
+    try:
+        batch = sequences(learner, synthetic_root, 1.0)
+        learner.update(batch, total_sequences=len(batch), seed=0)
+        assert all(s.old_log_prob is not None and len(s.old_log_prob) == len(s.response) for s in batch)
+        assert [size for size, _ in steps] == [2, 2, 2, 2]
+        kls = [abs(metrics["actor/ppo_kl"]) for _, metrics in steps]
+        assert kls[0] < 1e-6, f"the first step starts at ratio 1: {kls}"
+        assert all(kl > 1e-5 for kl in kls[1:]), f"the policy moved, so the ratio must: {kls}"
+    finally:
+        learner.shutdown()

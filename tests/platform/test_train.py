@@ -38,6 +38,7 @@ def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnab
         missing = REQUIRED_METRICS - set(record)
         assert not missing, f"step {record['step']} lacks {missing}"
     assert any(m["reward/std"] > 0 for m in metrics), "no reward spread: the learnable reward never fired"
+    assert all(m["train/groups_with_spread"] * 4 in (0, 1, 2, 3, 4) for m in metrics), "a share of the step's 4 groups"
     assert any(m["actor/grad_norm"] > 0 for m in metrics)
     assert all(m["rollout/log_prob_diff_mean"] < 1e-3 for m in metrics), "the rollout sampled with weights the learners do not hold"
 
