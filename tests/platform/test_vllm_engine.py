@@ -111,9 +111,10 @@ def test_log_probs_agree_with_the_learners_computation(ray_session, vllm_worker,
     assert float(gaps.max()) < 1e-3, f"fp32 engine and learner disagree by up to {float(gaps.max())}"
 
 
-def test_eval_with_the_vllm_engine_answers_every_question(ray_session, tiny_recipe, tiny_model, synthetic_root, tmp_path):
+@pytest.mark.parametrize("prompt", ["mmad_eval", "anomalyr1_eval"])  # chat template, and the paper's raw text
+def test_eval_with_the_vllm_engine_answers_every_question(ray_session, tiny_recipe, tiny_model, synthetic_root, tmp_path, prompt):
     recipe = tiny_recipe("rollout.engine=vllm", "rollout.workers=1", "data.max_samples=12")
-    result = evaluate(recipe, tiny_model, tmp_path / "eval", prompt="mmad_eval")
+    result = evaluate(recipe, tiny_model, tmp_path / "eval", prompt=prompt)
     records = json.loads(result.answers_path.read_text())
     assert result.questions == len(records) == 12
     assert all(isinstance(r["response"], str) for r in records) and any(r["response"] for r in records)
