@@ -9,6 +9,10 @@ One step:
   5. update the policy                 (learners: old/ref log-probs, clipped loss + KL)
   6. push the new weights              (learner rank 0 -> object store -> every rollout worker)
   7. log (metrics; completions of logged steps), evaluate and checkpoint on schedule
+
+With trainer.max_staleness > 0 the same stages run in the same order; only the start of a later
+step's 1-2 moves up, to just before this step's 5 (see staleness.py and `launch_ahead`), and 6
+hands the weights to each worker behind the rollout it is running instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -41,6 +45,7 @@ from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
+from anomalyr1.platform.staleness import may_launch, staleness_metrics
 from anomalyr1.rewards import RewardResult
 
 log = logging.getLogger("anomalyr1")
@@ -77,6 +82,22 @@ class StepTimes:
     rollout_compute_s: float = 0.0
     reward_compute_s: float = 0.0
     learner_compute_s: float = 0.0
+
+
+@dataclass
+class Launched:
+    """One step's rollout: started (ahead of its step when max_staleness > 0), not yet collected."""
+
+    step: int
+    samples: list
+    shares: list[list]
+    """Each rollout worker's prompts, by rank."""
+    pending: dict = field(default_factory=dict)
+    """generate ObjectRef -> rank."""
+    holders: dict = field(default_factory=dict)
+    """rank -> the incarnation holding the weights it generates with, or the ref of the push that loads them."""
+    versions: dict = field(default_factory=dict)
+    """rank -> version of those weights (see staleness.py)."""
 
 
 class LearnerFailure(RuntimeError):
@@ -117,6 +138,8 @@ class Trainer:
         self.step, self.history = 0, []
         self.resume_from: Path | None = None
         self.prompts.load_state({"epoch": 0, "position": 0})
+        self.ahead: dict[int, Launched] = {}
+        """Rollouts started before their step (max_staleness > 0), by step; dropped on a rewind."""
         self.class_counts = Counter(class_of(s) for s in self.data.samples)
         """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
 
@@ -156,6 +179,8 @@ class Trainer:
             for i in range(recipe.rollout.workers)
         ]
         self.incarnations: dict[int, str] = {}
+        self.pushes: dict[int, ray.ObjectRef] = {}
+        """Weight loads handed to the rollout workers and not yet confirmed, by rank."""
         terms = [t.model_dump() for t in recipe.reward.terms]
         self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i))
         self._start_learners()
@@ -227,6 +252,7 @@ class Trainer:
                 try:
                     metrics = self.train_step()
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
+                        self._settle_pushes()
                         evals = self.output / EVALS_DIR / f"step_{self.step}"
                         metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm, evals))
                     self.history.append(self.metrics_log.write(self.step, metrics))
@@ -253,22 +279,38 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         step_start = time.perf_counter()
         times = StepTimes()
-        samples = self.prompts.next(self.recipe.trainer.prompts_per_step)  # 1
-        self.class_counts.update(class_of(s) for s in samples)
-        groups, scores = self.rollout_and_score(samples, times)  # 2, 3
+        launched = self.ahead.pop(self.step, None) or self.launch(self.step)  # 1, 2 (started early with max_staleness)
+        groups, scores = self.rollout_and_score(launched, times)  # 2, 3
         sequences = self.advantages(groups, scores)  # 4
+        self.launch_ahead()  # max_staleness > 0: later steps' rollouts run during 5 and 6
         update_metrics = self.update(sequences, times)  # 5
         self.sync_weights(times)  # 6
         step_s = time.perf_counter() - step_start
         self.rollout_log.write(self.step, groups, scores, sequences)  # 7
-        return self.step_metrics(groups, scores, update_metrics, times, step_s)
+        return {**self.step_metrics(groups, scores, update_metrics, times, step_s), **staleness_metrics(sequences)}
 
-    def rollout_and_score(self, samples, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
+    def launch(self, step: int) -> Launched:
+        """Stage 1 and the start of 2 for `step`: draw its prompts, send each worker its share."""
+        samples = self.prompts.next(self.recipe.trainer.prompts_per_step)
+        workers = len(self.rollout_workers)
+        launched = Launched(step, samples, [samples[i::workers] for i in range(workers)])
+        for rank, share in enumerate(launched.shares):
+            if share:
+                self._generate(launched, rank)
+        return launched
+
+    def launch_ahead(self) -> None:
+        """Start the rollouts of the next steps that max_staleness allows, from the current weights."""
+        step = max([self.step, *self.ahead]) + 1
+        while may_launch(step, self.version, self.recipe.trainer):
+            self.ahead[step] = self.launch(step)
+            step += 1
+
+    def rollout_and_score(self, launched: Launched, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
         start = time.perf_counter()
-        workers = self.rollout_workers
-        shares = [samples[i :: len(workers)] for i in range(len(workers))]
+        self.class_counts.update(class_of(s) for s in launched.samples)  # counted at its step, wherever it was drawn
         shared = {"class_counts": self.class_records()}
-        pending = {self._generate(rank, share): rank for rank, share in enumerate(shares) if share}
+        pending = launched.pending
         by_rank: dict[int, list[RolloutGroup]] = {}
         scoring = {}
         remaining = list(pending)
@@ -277,15 +319,16 @@ class Trainer:
             rank = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-                cause = None if result.incarnation == self.incarnations.get(rank) else "restarted since its last weights"
+                held = self._holder(launched.holders[rank])
+                cause = None if result.incarnation == held else "restarted since its last weights"
             except ray.exceptions.RayActorError as exc:
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
                 self._rearm(rank, cause)
-                retry = self._generate(rank, shares[rank])
-                pending[retry] = rank
-                remaining.append(retry)
+                remaining.append(self._generate(launched, rank))
                 continue
+            for group in result.groups:
+                group.policy_version = launched.versions[rank]
             by_rank[rank] = result.groups
             times.rollout_compute_s = max(times.rollout_compute_s, result.compute_s)
             scoring[rank] = self.reward_pool.submit(result.groups, shared)
@@ -300,10 +343,25 @@ class Trainer:
         times.reward_s = time.perf_counter() - reward_start
         return groups, scores
 
-    def _generate(self, rank: int, share: list) -> ray.ObjectRef:
-        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry)."""
-        sampling = self.sampling.seeded(self._seed("rollout", rank))
-        return self.rollout_workers[rank].generate.remote([s.to_dict() for s in share], sampling)
+    def _generate(self, launched: Launched, rank: int) -> ray.ObjectRef:
+        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry),
+        with the weights it was last given (queued behind them when they are still loading)."""
+        sampling = self.sampling.seeded(self._seed("rollout", rank, launched.step))
+        ref = self.rollout_workers[rank].generate.remote([s.to_dict() for s in launched.shares[rank]], sampling)
+        launched.pending[ref] = rank
+        launched.holders[rank] = self.pushes.get(rank, self.incarnations.get(rank))
+        launched.versions[rank] = self.version
+        return ref
+
+    @staticmethod
+    def _holder(holder: str | ray.ObjectRef | None) -> str | None:
+        """The incarnation that loaded some weights: `holder` is it, or the ref of the push that loaded them."""
+        if not isinstance(holder, ray.ObjectRef):
+            return holder
+        try:
+            return ray.get(holder)
+        except ray.exceptions.RayActorError:
+            return None  # it died: its next rollout shows a new incarnation and is redone
 
     def class_records(self) -> list[dict]:
         return [{"dataset": d, "category": c, "defect_type": t, "count": n} for (d, c, t), n in sorted(self.class_counts.items())]
@@ -320,7 +378,9 @@ class Trainer:
         advantages = compute_advantages(values, group_ids, mask, self.recipe.algorithm.adv_estimator, self.recipe.algorithm.norm_adv_by_std)
         # outcome estimators give every token of a response the same advantage: keep one per sequence
         return [
-            TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0)
+            TrainSequence(
+                group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0, staleness=self.version - g.policy_version
+            )
             for row, (g, i) in enumerate(flat)
         ]
 
@@ -337,16 +397,24 @@ class Trainer:
         start = time.perf_counter()
         self.weights = self._on_learners("state_dict")[0][0]
         """Kept: a restarted rollout worker is given these before it generates again."""
-        pushes = {worker.update_weights.remote(self.weights): rank for rank, worker in enumerate(self.rollout_workers)}
-        for ref, rank in pushes.items():
-            try:
-                self.incarnations[rank] = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                pass  # it died: its next rollout shows a new incarnation and is redone with these weights
+        self.version = self.step
+        # Each worker loads them as soon as it is free: behind a rollout still running (max_staleness
+        # > 0), which goes on meanwhile; the synchronous loop waits for every load.
+        self.pushes = {rank: worker.update_weights.remote(self.weights) for rank, worker in enumerate(self.rollout_workers)}
+        if not self.recipe.trainer.max_staleness:
+            self._settle_pushes()
         times.sync_s = time.perf_counter() - start
         if not self._sync_checked:
             self._check_sync()
             self._sync_checked = True
+
+    def _settle_pushes(self) -> None:
+        """Wait for the weight loads handed out; a worker that died keeps its old incarnation here."""
+        for rank, ref in self.pushes.items():
+            held = self._holder(ref)
+            if held is not None:
+                self.incarnations[rank] = held
+        self.pushes = {}
 
     def _rearm(self, rank: int, cause: object) -> None:
         """A rollout worker died or came back with its initial weights: count it, give it the current ones."""
@@ -357,6 +425,7 @@ class Trainer:
         for attempt in range(self.MAX_RESTARTS + 1):
             try:
                 self.incarnations[rank] = ray.get(self.rollout_workers[rank].update_weights.remote(self.weights))
+                self.pushes.pop(rank, None)
                 return
             except ray.exceptions.RayActorError as exc:  # still restarting
                 if attempt == self.MAX_RESTARTS:
@@ -392,6 +461,9 @@ class Trainer:
         overhead = step_s - times.rollout_compute_s - hidden_reward - times.learner_compute_s
         metrics["perf/overhead_s"] = max(0.0, overhead)
         metrics["perf/overhead_frac"] = max(0.0, overhead) / step_s if step_s > 0 else 0.0
+        for role in ("rollout", "learner"):  # the busiest actor of the role; a step's wall time is one cycle
+            busy = getattr(times, f"{role}_compute_s")
+            metrics[f"perf/{role}_idle_frac"] = max(0.0, 1.0 - busy / step_s) if step_s > 0 else 0.0
         metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
         metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
         for role, count in {**self.faults, "reward": self.reward_pool.restarts}.items():
@@ -418,6 +490,8 @@ class Trainer:
         prune(self.output, self.recipe.trainer.keep_checkpoints)
         return target
 
-    def _seed(self, purpose: str, rank: int) -> int:
-        """Stable across processes and runs (unlike hash(), which Python salts per process)."""
-        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}:{self.step}:{rank}".encode()) & 0x7FFFFFFF
+    def _seed(self, purpose: str, rank: int, step: int | None = None) -> int:
+        """Stable across processes and runs (unlike hash(), which Python salts per process); by
+        default for the current step."""
+        step = self.step if step is None else step
+        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}:{step}:{rank}".encode()) & 0x7FFFFFFF

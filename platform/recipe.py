@@ -211,6 +211,11 @@ class AlgorithmConfig(Section):
     """KL estimator; low_var_kl is k3 = pi_ref/pi - log(pi_ref/pi) - 1, as in the paper."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's rollouts; more than 1 recomputes old log-probs first."""
+    rollout_is: Literal["token", "sequence"] | None = None
+    """Truncated importance weight (verl's rollout correction) for the train/inference mismatch
+    where the learner's own old log-probs are the ratio's denominator: token or sequence level; None: off."""
+    rollout_is_threshold: float = Field(2.0, gt=0)
+    """Upper bound of that weight (TIS truncation)."""
 
     @field_validator("adv_estimator", "policy_loss")
     @classmethod
@@ -296,6 +301,9 @@ class TrainerConfig(Section):
     """Write completions to <output_dir>/rollouts/step_N.jsonl every N steps and at the first and last step (0: never)."""
     log_rollout_groups: int = Field(4, ge=1)
     """Prompt groups (each with all its G completions) written per logged step."""
+    max_staleness: int = Field(0, ge=0)
+    """k: rollouts for the next steps start while the learners train, from weights up to k updates
+    old (the engine's log-probs are then the ratio's denominator); 0: the synchronous loop."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
     runtime_pip: list[str] = []
