@@ -422,13 +422,16 @@ class Trainer:
         self._refresh_rollout_worker(rank)
 
     def _refresh_rollout_worker(self, rank: int) -> None:
-        for attempt in range(self.MAX_RESTARTS + 1):
+        """Waits while Ray restarts the worker: up to placement_timeout_s, since a restart loads the
+        model again, which takes longer on a busy machine than a fixed number of tries allows."""
+        deadline = time.monotonic() + self.recipe.trainer.placement_timeout_s
+        while True:
             try:
                 self.incarnations[rank] = ray.get(self.rollout_workers[rank].update_weights.remote(self.weights))
                 self.pushes.pop(rank, None)
                 return
             except ray.exceptions.RayActorError as exc:  # still restarting
-                if attempt == self.MAX_RESTARTS:
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"rollout worker {rank} did not come back: {exc}") from exc
                 time.sleep(1.0)
 
