@@ -205,12 +205,27 @@ class Trainer:
             try:
                 ray.get(done[0])
             except Exception as exc:
+                died = isinstance(exc, ray.exceptions.RayActorError) or self._a_learner_died(refs)
                 for learner in self.learners:
                     ray.kill(learner, no_restart=True)
-                if isinstance(exc, ray.exceptions.RayActorError):
+                if died:
                     raise LearnerFailure(f"a learner died during {method}: {exc}") from exc
                 raise
         return ray.get(refs)
+
+    @staticmethod
+    def _a_learner_died(refs: list, timeout_s: float = 10.0) -> bool:
+        """Whether one of the calls failed because its learner died: a rank's collective error
+        (gloo's "connection reset by peer") is often the first news of another rank's death."""
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                return True
+            except Exception:  # this rank's own error: the death, if any, shows on another ref
+                continue
+        return False
 
     def _recover_learners(self, failure: LearnerFailure) -> None:
         self._count_fault("learner", failure)
