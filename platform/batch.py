@@ -29,6 +29,8 @@ class RolloutGroup:
     """Per-token log-probs of each response under the distribution the engine sampled from."""
     model_input_size: tuple[int, int] | None = None
     """(width, height) the processor resized the query image to: rewards map boxes back with it."""
+    policy_version: int = 0
+    """The training step whose update produced the weights that generated it (set by the driver)."""
 
 
 @dataclass
@@ -40,6 +42,9 @@ class TrainSequence:
     advantage: float
     old_log_prob: torch.Tensor | None = None
     ref_log_prob: torch.Tensor | None = None
+    staleness: int = 0
+    """Updates the learners made since the weights that generated it: above 0 the engine's
+    log-probs, the behaviour policy's, are the importance ratio's denominator."""
     blank: bool = False
     """A padding copy (see LearnerWorker._schedule): same shapes as real work, zero weight."""
 
@@ -51,6 +56,12 @@ class TrainSequence:
     def rollout_log_prob(self) -> list[float] | None:
         """The engine's log-probs of the response tokens, as sampled."""
         return None if self.group.log_probs is None else self.group.log_probs[self.response_index]
+
+    def behaviour_log_prob(self) -> torch.Tensor:
+        """The engine's log-probs as a tensor: the old policy of a stale sequence."""
+        if self.rollout_log_prob is None:
+            raise RuntimeError("an off-policy sequence needs the engine's log-probs, and its engine returned none")
+        return torch.tensor(self.rollout_log_prob, dtype=torch.float32)
 
 
 @dataclass

@@ -9,6 +9,10 @@ One step:
   5. update the policy                 (learners: old/ref log-probs, clipped loss + KL)
   6. push the new weights              (learner rank 0 -> object store -> every rollout worker)
   7. log (metrics; completions of logged steps), evaluate and checkpoint on schedule
+
+With trainer.max_staleness > 0 the same stages run in the same order; only the start of a later
+step's 1-2 moves up, to just before this step's 5 (see staleness.py and `launch_ahead`), and 6
+hands the weights to each worker behind the rollout it is running instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -41,6 +45,7 @@ from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
+from anomalyr1.platform.staleness import may_launch, staleness_metrics
 from anomalyr1.rewards import RewardResult
 
 log = logging.getLogger("anomalyr1")
@@ -79,6 +84,24 @@ class StepTimes:
     learner_compute_s: float = 0.0
 
 
+@dataclass
+class Launched:
+    """One step's rollout: started (ahead of its step when max_staleness > 0), not yet collected."""
+
+    step: int
+    samples: list
+    shares: list[list]
+    """Each rollout worker's prompts, by rank."""
+    pending: dict = field(default_factory=dict)
+    """generate ObjectRef -> rank."""
+    holders: dict = field(default_factory=dict)
+    """rank -> the incarnation holding the weights it generates with, or the ref of the push that loads them."""
+    draw: int = 0
+    """0 for a step's own prompts, n for filter_groups' n-th extra draw (its own seeds)."""
+    versions: dict = field(default_factory=dict)
+    """rank -> version of those weights (see staleness.py)."""
+
+
 class LearnerFailure(RuntimeError):
     """A learner actor died: the group is rebuilt from the last checkpoint."""
 
@@ -107,8 +130,6 @@ class Trainer:
         self.faults = Counter({"rollout": 0, "learner": 0})
         """Deaths recovered from, per role; reward actors are restarted by Ray and counted by the pool."""
         self._sync_checked = False
-        self.draw = 0
-        """Which draw of prompts the current step is on: more than one only with algorithm.filter_groups."""
         if resume:
             self._restore()
         elif any(checkpoints_dir(self.output).glob("step_*")):
@@ -124,6 +145,8 @@ class Trainer:
         self.step, self.history = 0, []
         self.resume_from: Path | None = None
         self.prompts.load_state({"epoch": 0, "position": 0})
+        self.ahead: dict[int, Launched] = {}
+        """Rollouts started before their step (max_staleness > 0), by step; dropped on a rewind."""
         self.class_counts = Counter(class_of(s) for s in self.data.samples)
         """Training-set class frequencies, updated with every prompt drawn (lr_iad's f)."""
 
@@ -163,6 +186,8 @@ class Trainer:
             for i in range(recipe.rollout.workers)
         ]
         self.incarnations: dict[int, str] = {}
+        self.pushes: dict[int, ray.ObjectRef] = {}
+        """Weight loads handed to the rollout workers and not yet confirmed, by rank."""
         terms = [t.model_dump() for t in recipe.reward.terms]
         self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i))
         self._start_learners()
@@ -187,12 +212,27 @@ class Trainer:
             try:
                 ray.get(done[0])
             except Exception as exc:
+                died = isinstance(exc, ray.exceptions.RayActorError) or self._a_learner_died(refs)
                 for learner in self.learners:
                     ray.kill(learner, no_restart=True)
-                if isinstance(exc, ray.exceptions.RayActorError):
+                if died:
                     raise LearnerFailure(f"a learner died during {method}: {exc}") from exc
                 raise
         return ray.get(refs)
+
+    @staticmethod
+    def _a_learner_died(refs: list, timeout_s: float = 10.0) -> bool:
+        """Whether one of the calls failed because its learner died: a rank's collective error
+        (gloo's "connection reset by peer") is often the first news of another rank's death."""
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                return True
+            except Exception:  # this rank's own error: the death, if any, shows on another ref
+                continue
+        return False
 
     def _recover_learners(self, failure: LearnerFailure) -> None:
         self._count_fault("learner", failure)
@@ -234,6 +274,7 @@ class Trainer:
                 try:
                     metrics = self.train_step()
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
+                        self._settle_pushes()
                         evals = self.output / EVALS_DIR / f"step_{self.step}"
                         metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm, evals))
                     self.history.append(self.metrics_log.write(self.step, metrics))
@@ -260,50 +301,65 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         step_start = time.perf_counter()
         times = StepTimes()
-        self.draw = 0
-        groups, scores = self.rollout_and_score(self.draw_prompts(self.recipe.trainer.prompts_per_step), times)  # 1, 2, 3
+        launched = self.ahead.pop(self.step, None) or self.launch(self.step)  # 1, 2 (started early with max_staleness)
+        groups, scores = self.rollout_and_score(launched, times)  # 2, 3
         spread = [has_spread(results) for results in scores]
         filtering = {}
         train_groups, train_scores = groups, scores
         if self.recipe.algorithm.filter_groups:
-            train_groups, train_scores = self.groups_with_spread(groups, scores, spread, times)
-            filtering = {"train/groups_kept": float(len(train_groups)), "train/extra_draws": float(self.draw)}
+            train_groups, train_scores, draws = self.groups_with_spread(groups, scores, spread, times)
+            filtering = {"train/groups_kept": float(len(train_groups)), "train/extra_draws": float(draws)}
         sequences = self.advantages(train_groups, train_scores) if train_groups else []  # 4
+        self.launch_ahead()  # max_staleness > 0: later steps' rollouts run during 5 and 6
         update_metrics = self.update(sequences, times)  # 5
         self.sync_weights(times)  # 6
         step_s = time.perf_counter() - step_start
         self.rollout_log.write(self.step, train_groups, train_scores, sequences)  # 7
         metrics = self.step_metrics(groups, scores, update_metrics, times, step_s)
         metrics["train/groups_with_spread"] = sum(spread) / len(spread)
-        return {**metrics, **filtering}
-
-    def draw_prompts(self, count: int) -> list:
-        samples = self.prompts.next(count)
-        self.class_counts.update(class_of(s) for s in samples)
-        return samples
+        return {**metrics, **filtering, **staleness_metrics(sequences)}
 
     def groups_with_spread(self, groups, scores, spread: list[bool], times: StepTimes):
         """DAPO's dynamic sampling: only groups whose completions scored differently carry a
         GRPO signal (a group scored alike has zero advantages), so the others are dropped, and
         up to algorithm.filter_groups_max_draws more draws of prompts try to fill the step with
-        prompts_per_step groups that have spread. May return fewer (even none)."""
+        prompts_per_step groups that have spread. May return fewer (even none); also returns
+        the number of extra draws."""
         wanted = self.recipe.trainer.prompts_per_step
         kept = [(g, s) for g, s, keep in zip(groups, scores, spread) if keep]
-        while len(kept) < wanted and self.draw < self.recipe.algorithm.filter_groups_max_draws:
-            self.draw += 1
-            more_groups, more_scores = self.rollout_and_score(self.draw_prompts(wanted - len(kept)), times)
+        draws = 0
+        while len(kept) < wanted and draws < self.recipe.algorithm.filter_groups_max_draws:
+            draws += 1
+            more_groups, more_scores = self.rollout_and_score(self.launch(self.step, wanted - len(kept), draws), times)
             kept += [(g, s) for g, s in zip(more_groups, more_scores) if has_spread(s)]
         kept = kept[:wanted]
-        return [g for g, _ in kept], [s for _, s in kept]
+        return [g for g, _ in kept], [s for _, s in kept], draws
 
-    def rollout_and_score(self, samples, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
+    def launch(self, step: int, count: int | None = None, draw: int = 0) -> Launched:
+        """Stage 1 and the start of 2 for `step`: draw its prompts (prompts_per_step unless
+        `count`), send each worker its share. `draw` numbers filter_groups' extra draws."""
+        samples = self.prompts.next(count or self.recipe.trainer.prompts_per_step)
+        workers = len(self.rollout_workers)
+        launched = Launched(step, samples, [samples[i::workers] for i in range(workers)], draw=draw)
+        for rank, share in enumerate(launched.shares):
+            if share:
+                self._generate(launched, rank)
+        return launched
+
+    def launch_ahead(self) -> None:
+        """Start the rollouts of the next steps that max_staleness allows, from the current weights."""
+        step = max([self.step, *self.ahead]) + 1
+        while may_launch(step, self.version, self.recipe.trainer):
+            self.ahead[step] = self.launch(step)
+            step += 1
+
+    def rollout_and_score(self, launched: Launched, times: StepTimes) -> tuple[list[RolloutGroup], list[list[RewardResult]]]:
         """Steps 2 and 3 for one draw of prompts; times add up over a step's draws."""
         start = time.perf_counter()
         rollout_compute_s = reward_compute_s = 0.0
-        workers = self.rollout_workers
-        shares = [samples[i :: len(workers)] for i in range(len(workers))]
+        self.class_counts.update(class_of(s) for s in launched.samples)  # counted at its step, wherever it was drawn
         shared = {"class_counts": self.class_records()}
-        pending = {self._generate(rank, share): rank for rank, share in enumerate(shares) if share}
+        pending = launched.pending
         by_rank: dict[int, list[RolloutGroup]] = {}
         scoring = {}
         remaining = list(pending)
@@ -312,15 +368,16 @@ class Trainer:
             rank = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-                cause = None if result.incarnation == self.incarnations.get(rank) else "restarted since its last weights"
+                held = self._holder(launched.holders[rank])
+                cause = None if result.incarnation == held else "restarted since its last weights"
             except ray.exceptions.RayActorError as exc:
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
                 self._rearm(rank, cause)
-                retry = self._generate(rank, shares[rank])
-                pending[retry] = rank
-                remaining.append(retry)
+                remaining.append(self._generate(launched, rank))
                 continue
+            for group in result.groups:
+                group.policy_version = launched.versions[rank]
             by_rank[rank] = result.groups
             rollout_compute_s = max(rollout_compute_s, result.compute_s)
             scoring[rank] = self.reward_pool.submit(result.groups, shared)
@@ -337,10 +394,25 @@ class Trainer:
         times.reward_compute_s += reward_compute_s
         return groups, scores
 
-    def _generate(self, rank: int, share: list) -> ray.ObjectRef:
-        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry)."""
-        sampling = self.sampling.seeded(self._seed("rollout", rank))
-        return self.rollout_workers[rank].generate.remote([s.to_dict() for s in share], sampling)
+    def _generate(self, launched: Launched, rank: int) -> ray.ObjectRef:
+        """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry),
+        with the weights it was last given (queued behind them when they are still loading)."""
+        sampling = self.sampling.seeded(self._seed("rollout", rank, launched.step, launched.draw))
+        ref = self.rollout_workers[rank].generate.remote([s.to_dict() for s in launched.shares[rank]], sampling)
+        launched.pending[ref] = rank
+        launched.holders[rank] = self.pushes.get(rank, self.incarnations.get(rank))
+        launched.versions[rank] = self.version
+        return ref
+
+    @staticmethod
+    def _holder(holder: str | ray.ObjectRef | None) -> str | None:
+        """The incarnation that loaded some weights: `holder` is it, or the ref of the push that loaded them."""
+        if not isinstance(holder, ray.ObjectRef):
+            return holder
+        try:
+            return ray.get(holder)
+        except ray.exceptions.RayActorError:
+            return None  # it died: its next rollout shows a new incarnation and is redone
 
     def class_records(self) -> list[dict]:
         return [{"dataset": d, "category": c, "defect_type": t, "count": n} for (d, c, t), n in sorted(self.class_counts.items())]
@@ -358,7 +430,9 @@ class Trainer:
         advantages = compute_advantages(values, group_ids, mask, algorithm.adv_estimator, algorithm.norm_adv_by_std, algorithm.adv_epsilon)
         # outcome estimators give every token of a response the same advantage: keep one per sequence
         return [
-            TrainSequence(group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0)
+            TrainSequence(
+                group=g, response_index=i, advantage=float(advantages[row, 0]) if lengths[row] else 0.0, staleness=self.version - g.policy_version
+            )
             for row, (g, i) in enumerate(flat)
         ]
 
@@ -379,16 +453,24 @@ class Trainer:
         start = time.perf_counter()
         self.weights = self._on_learners("state_dict")[0][0]
         """Kept: a restarted rollout worker is given these before it generates again."""
-        pushes = {worker.update_weights.remote(self.weights): rank for rank, worker in enumerate(self.rollout_workers)}
-        for ref, rank in pushes.items():
-            try:
-                self.incarnations[rank] = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                pass  # it died: its next rollout shows a new incarnation and is redone with these weights
+        self.version = self.step
+        # Each worker loads them as soon as it is free: behind a rollout still running (max_staleness
+        # > 0), which goes on meanwhile; the synchronous loop waits for every load.
+        self.pushes = {rank: worker.update_weights.remote(self.weights) for rank, worker in enumerate(self.rollout_workers)}
+        if not self.recipe.trainer.max_staleness:
+            self._settle_pushes()
         times.sync_s = time.perf_counter() - start
         if not self._sync_checked:
             self._check_sync()
             self._sync_checked = True
+
+    def _settle_pushes(self) -> None:
+        """Wait for the weight loads handed out; a worker that died keeps its old incarnation here."""
+        for rank, ref in self.pushes.items():
+            held = self._holder(ref)
+            if held is not None:
+                self.incarnations[rank] = held
+        self.pushes = {}
 
     def _rearm(self, rank: int, cause: object) -> None:
         """A rollout worker died or came back with its initial weights: count it, give it the current ones."""
@@ -396,12 +478,16 @@ class Trainer:
         self._refresh_rollout_worker(rank)
 
     def _refresh_rollout_worker(self, rank: int) -> None:
-        for attempt in range(self.MAX_RESTARTS + 1):
+        """Waits while Ray restarts the worker: up to placement_timeout_s, since a restart loads the
+        model again, which takes longer on a busy machine than a fixed number of tries allows."""
+        deadline = time.monotonic() + self.recipe.trainer.placement_timeout_s
+        while True:
             try:
                 self.incarnations[rank] = ray.get(self.rollout_workers[rank].update_weights.remote(self.weights))
+                self.pushes.pop(rank, None)
                 return
             except ray.exceptions.RayActorError as exc:  # still restarting
-                if attempt == self.MAX_RESTARTS:
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"rollout worker {rank} did not come back: {exc}") from exc
                 time.sleep(1.0)
 
@@ -434,6 +520,9 @@ class Trainer:
         overhead = step_s - times.rollout_compute_s - hidden_reward - times.learner_compute_s
         metrics["perf/overhead_s"] = max(0.0, overhead)
         metrics["perf/overhead_frac"] = max(0.0, overhead) / step_s if step_s > 0 else 0.0
+        for role in ("rollout", "learner"):  # the busiest actor of the role; a step's wall time is one cycle
+            busy = getattr(times, f"{role}_compute_s")
+            metrics[f"perf/{role}_idle_frac"] = max(0.0, 1.0 - busy / step_s) if step_s > 0 else 0.0
         metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
         metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
         for role, count in {**self.faults, "reward": self.reward_pool.restarts}.items():
@@ -460,8 +549,10 @@ class Trainer:
         prune(self.output, self.recipe.trainer.keep_checkpoints)
         return target
 
-    def _seed(self, purpose: str, rank: int) -> int:
-        """Stable across processes and runs (unlike hash(), which Python salts per process); an
-        extra draw of prompts (filter_groups) samples afresh, the first draw keeps its seeds."""
-        draw = f":draw{self.draw}" if self.draw else ""
-        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}{draw}:{self.step}:{rank}".encode()) & 0x7FFFFFFF
+    def _seed(self, purpose: str, rank: int, step: int | None = None, draw: int = 0) -> int:
+        """Stable across processes and runs (unlike hash(), which Python salts per process); by
+        default for the current step. An extra draw of prompts (filter_groups) samples afresh,
+        the first draw keeps its seeds."""
+        step = self.step if step is None else step
+        extra = f":draw{draw}" if draw else ""
+        return zlib.crc32(f"{self.recipe.trainer.seed}:{purpose}{extra}:{step}:{rank}".encode()) & 0x7FFFFFFF

@@ -66,6 +66,9 @@ class LossSettings:
     kl_coef: float = 0.0
     kl_type: str = "low_var_kl"
     rollout_n: int = 8
+    rollout_is: str | None = None
+    """Truncated importance weights for the train/inference mismatch: token, sequence or None."""
+    rollout_is_threshold: float = 2.0
 
 
 @dataclass
@@ -104,12 +107,14 @@ def policy_objective(
     dp_size: int = 1,
     batch_num_tokens: int | None = None,
     batch_size: int | None = None,
+    rollout_is_weights: torch.Tensor | None = None,
 ) -> LossParts:
     """The GRPO loss of one micro-batch: verl's policy loss plus beta x KL, both aggregated by verl.
 
     `batch_num_tokens` and `batch_size` describe the whole mini-batch across all learners, so that
     summing micro-batch losses and averaging gradients over `dp_size` ranks gives the same
-    gradient as one pass over the whole mini-batch.
+    gradient as one pass over the whole mini-batch. `rollout_is_weights` (see
+    `truncated_is_weights`) scale the token losses, as verl's losses do.
     """
     core = _core_algos()
     mask = response_mask.float()
@@ -117,6 +122,7 @@ def policy_objective(
     sequences = int((mask.sum(-1) > 0).sum().item()) if batch_size is None else batch_size
     config = _actor_config(settings, dp_size, max(tokens, 1), max(sequences, 1))
     loss_fn = core.get_policy_loss_fn(settings.policy_loss)
+    weights = {} if rollout_is_weights is None else {"rollout_is_weights": rollout_is_weights}
     pg_loss, pg_metrics = loss_fn(
         old_log_prob=old_log_prob,
         log_prob=log_prob,
@@ -124,6 +130,7 @@ def policy_objective(
         response_mask=mask,
         loss_agg_mode=settings.loss_agg_mode,
         config=config,
+        **weights,
     )
     loss = pg_loss
     kl = torch.zeros((), dtype=log_prob.dtype)
@@ -133,3 +140,17 @@ def policy_objective(
         loss = loss + settings.kl_coef * kl
     metrics = {key: float(value) for key, value in pg_metrics.items()}
     return LossParts(loss=loss, pg_loss=pg_loss, kl=kl, metrics=metrics)
+
+
+def truncated_is_weights(
+    old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor, level: str, threshold: float
+) -> torch.Tensor:
+    """verl's truncated importance weights min(pi_old / pi_rollout, threshold), per token or per
+    sequence: they correct for samples drawn by the engine while the ratio's denominator is the
+    learner's own log-prob of the same weights (the train/inference mismatch)."""
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
+
+    weights, _metrics = compute_rollout_correction_weights(
+        old_log_prob - rollout_log_prob, response_mask.float(), rollout_is=level, rollout_is_threshold=threshold
+    )
+    return weights

@@ -226,6 +226,11 @@ class AlgorithmConfig(Section):
     """Leave groups whose G completions all scored alike (no GRPO signal) out of the update, as DAPO's dynamic sampling does."""
     filter_groups_max_draws: int = Field(0, ge=0)
     """With filter_groups: at most this many extra draws of prompts per step to reach prompts_per_step groups with spread."""
+    rollout_is: Literal["token", "sequence"] | None = None
+    """Truncated importance weight (verl's rollout correction) for the train/inference mismatch
+    where the learner's own old log-probs are the ratio's denominator: token or sequence level; None: off."""
+    rollout_is_threshold: float = Field(2.0, gt=0)
+    """Upper bound of that weight (TIS truncation)."""
 
     @field_validator("adv_estimator", "policy_loss")
     @classmethod
@@ -315,6 +320,9 @@ class TrainerConfig(Section):
     """Write completions to <output_dir>/rollouts/step_N.jsonl every N steps and at the first and last step (0: never)."""
     log_rollout_groups: int = Field(4, ge=1)
     """Prompt groups (each with all its G completions) written per logged step."""
+    max_staleness: int = Field(0, ge=0)
+    """k: rollouts for the next steps start while the learners train, from weights up to k updates
+    old (the engine's log-probs are then the ratio's denominator); 0: the synchronous loop."""
     torch_threads: int = Field(1, ge=1)
     """Threads per actor; actors share cores, so oversubscribing them slows everything."""
     runtime_pip: list[str] = []

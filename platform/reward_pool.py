@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import ray
 
-from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.rewards import RewardResult, RewardTerm, combine_rewards
+
+if TYPE_CHECKING:  # a reward actor imports this module: it needs neither torch nor the batch types
+    from anomalyr1.platform.batch import RolloutGroup
 
 
 @dataclass

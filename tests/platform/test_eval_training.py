@@ -37,10 +37,11 @@ def test_missing_fewshot_file_is_a_recipe_error(tiny_recipe, tmp_path: Path) -> 
         tiny_recipe(f"data.fewshot_file={tmp_path / 'nope.json'}")
 
 
-def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot_file, monkeypatch) -> None:
+@pytest.mark.parametrize("staleness", [0, 1], ids=["synchronous", "staleness1"])
+def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot_file, monkeypatch, staleness) -> None:
     path, images = fewshot_file
     recipe = tiny_recipe(
-        f"data.fewshot_file={path}", "trainer.steps=2", "trainer.eval_every=2", "trainer.eval_samples=16",
+        f"data.fewshot_file={path}", "trainer.steps=2", "trainer.eval_every=2", "trainer.eval_samples=16", f"trainer.max_staleness={staleness}",
         "rollout.workers=1", "reward.actors=1", "learner.workers=1", "trainer.prompts_per_step=4",
     )
     trainer = Trainer(recipe)
@@ -63,6 +64,7 @@ def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot
     logged = {k: v for k, v in second.items() if k.startswith("eval/")}
     assert logged == pytest.approx(eval_metrics(score_answers(answered[0])))
     assert "eval/unparsed" in logged and second["timing/eval_s"] > 0
+    assert second["fault/rollout_restarts"] == 0, "the workers' weights were taken for a restart"
 
 
 def test_held_out_answers_rearm_a_restarted_worker_and_redo_its_batch(ray_session, synthetic_root):

@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import pytest
 import ray
 
 from anomalyr1.platform.driver import Trainer
@@ -20,8 +21,12 @@ def wait_for(condition, timeout=300.0):
         time.sleep(0.02)
 
 
-def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tiny_recipe, learnable_reward):
-    trainer = Trainer(tiny_recipe(f"trainer.steps={STEPS}", "trainer.save_every=1", "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
+@pytest.mark.parametrize(
+    "overlap", [("trainer.save_every=1",), ("trainer.save_every=2", "trainer.max_staleness=1")], ids=["synchronous", "staleness1"]
+)
+def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tiny_recipe, learnable_reward, overlap):
+    """With staleness 1 checkpoints are two steps apart, so rollouts run ahead between them."""
+    trainer = Trainer(tiny_recipe(f"trainer.steps={STEPS}", *overlap, "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
     outcome = {}
 
     def run():
@@ -32,7 +37,7 @@ def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tin
 
     thread = threading.Thread(target=run)
     thread.start()
-    wait_for(lambda: trainer.step >= 1 and getattr(trainer, "learners", None) and trainer.incarnations)
+    wait_for(lambda: trainer.step >= 1 and getattr(trainer, "learners", None) and hasattr(trainer, "version"))  # weights synced once
     pids = {
         "rollout": ray.get(trainer.rollout_workers[0].pid.remote()),
         "reward": ray.get(trainer.reward_pool.actors[0].pid.remote()),

@@ -2,6 +2,8 @@
 
 from statistics import fmean
 
+import pytest
+
 from anomalyr1.platform.driver import Trainer
 from anomalyr1.platform.metrics import read_metrics
 
@@ -9,9 +11,11 @@ STEPS = 24
 WINDOW = 5
 
 
-def test_reward_rises_under_grpo(ray_session, tiny_recipe, learnable_reward):
+@pytest.mark.parametrize("staleness", [0, 1], ids=["synchronous", "staleness1"])
+def test_reward_rises_under_grpo(ray_session, tiny_recipe, learnable_reward, staleness):
     recipe = tiny_recipe(
         f"trainer.steps={STEPS}",
+        f"trainer.max_staleness={staleness}",
         learnable_reward,
         "learner.lr=2.0e-3",
         "algorithm.kl_coef=0.0",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import torch
 from safetensors.torch import load_file
 
 from anomalyr1.platform.driver import Trainer
@@ -63,3 +64,25 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_metrics(ray_session, tiny
     assert not different, f"resumed weights differ from the uninterrupted run in {different[:5]}"
     assert stable(read_metrics(metrics)) == stable(read_metrics(reference.output / "metrics.jsonl"))
 
+
+
+def test_staleness_one_resumes_to_the_same_weights_and_metrics(ray_session, tiny_recipe, learnable_reward, tmp_path):
+    """With rollouts running ahead, a run stopped at its checkpoint and resumed regenerates the batch
+    that would have been in flight and ends where the uninterrupted run ends."""
+    overlap = [*settings(learnable_reward), "trainer.max_staleness=1", "rollout.workers=1", "reward.actors=1", "learner.workers=1"]
+    reference = Trainer(tiny_recipe(*overlap))
+    reference.train()
+    records = read_metrics(reference.output / "metrics.jsonl")
+    assert [r["async/staleness_max"] for r in records] == [0.0, 1.0, 0.0, 1.0], "the step after a checkpoint starts from its weights"
+
+    out = f"trainer.output_dir={tmp_path / 'stopped'}"
+    Trainer(tiny_recipe(*overlap, out, f"trainer.steps={SAVE_EVERY}")).train()
+    resumed = Trainer(tiny_recipe(*overlap, out), resume=True)
+    assert resumed.step == SAVE_EVERY
+    resumed.train()
+
+    weights = load_file(str(resumed.output / "final" / "model.safetensors"))
+    expected = load_file(str(reference.output / "final" / "model.safetensors"))
+    different = [k for k in expected if not torch.equal(weights[k], expected[k])]
+    assert not different, f"resumed weights differ from the uninterrupted run in {different[:5]}"
+    assert stable(read_metrics(resumed.output / "metrics.jsonl")) == stable(records)

@@ -50,3 +50,25 @@ def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnab
     assert changed, "training did not change any weight"
     assert (Path(final) / "tokenizer.json").is_file() and (Path(final) / "processor_config.json").is_file()
     assert (trainer.output / "recipe.yaml").is_file()
+
+
+def test_staleness_one_overlaps_rollout_and_update(ray_session, tiny_recipe, learnable_reward):
+    """max_staleness 1, one actor per role: step 1 is fresh, every later batch comes from the weights
+    one update back, and its importance ratio is taken against the engine's (behaviour) log-probs."""
+    recipe = tiny_recipe(
+        "trainer.steps=4", "trainer.max_staleness=1", "rollout.workers=1", "reward.actors=1", "learner.workers=1",
+        learnable_reward, "trainer.prompts_per_step=4",
+    )
+    trainer, _final, metrics = _run(recipe)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["async/staleness_max"] for m in metrics] == [0.0, 1.0, 1.0, 1.0]
+    assert [m["async/staleness_mean"] for m in metrics] == [0.0, 1.0, 1.0, 1.0]
+    for record in metrics:
+        for role in ("rollout", "learner"):
+            assert 0.0 <= record[f"perf/{role}_idle_frac"] < 1.0
+    # fresh, one optimizer step: the old policy is the training pass itself, so the ratio is 1
+    assert metrics[0]["actor/ratio_mean"] == 1.0
+    assert metrics[0]["rollout/log_prob_diff_mean"] < 1e-3
+    # stale: the learners moved since the rollout's weights, and the ratio shows it
+    assert any(abs(m["actor/ratio_mean"] - 1.0) > 1e-4 for m in metrics[1:]), [m["actor/ratio_mean"] for m in metrics]
+    assert not trainer.ahead, "a rollout was started past the run's last step"
