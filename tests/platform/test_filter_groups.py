@@ -28,18 +28,22 @@ def test_extra_draws_fill_the_step_with_groups_that_have_spread(tiny_recipe):
         [scored(0, 0.1)],
         [scored(0, 1)],  # never drawn: past filter_groups_max_draws
     ])
-    asked = []
+    asked, numbered = [], []
 
-    def rollout_and_score(samples, times):
-        asked.append(len(samples))
-        scores = next(outcomes)[: len(samples)]
-        return list(samples[: len(scores)]), scores
+    def launch(step, count, draw):
+        asked.append(count)
+        numbered.append(draw)
+        return [object()] * count
 
-    trainer.rollout_and_score = rollout_and_score
-    trainer.draw = 0
+    def rollout_and_score(launched, times):
+        scores = next(outcomes)[: len(launched)]
+        return launched[: len(scores)], scores
+
+    trainer.launch, trainer.rollout_and_score = launch, rollout_and_score
     first = [scored(0, 0), scored(0, 1), scored(1, 1), scored(0.5, 0.5)]
-    groups, scores = trainer.groups_with_spread([object()] * 4, first, [has_spread(s) for s in first], StepTimes())
-    assert asked == [3, 1] and trainer.draw == 2
+    groups, scores, draws = trainer.groups_with_spread([object()] * 4, first, [has_spread(s) for s in first], StepTimes())
+    assert asked == [3, 1] and draws == 2
+    assert numbered == [1, 2], "each extra draw is numbered, so it samples with seeds of its own"
     assert len(groups) == 4 and all(has_spread(s) for s in scores)
     assert [s[0].score for s in scores] == [0, 0, 0.1, 0], "kept in draw order: 1 + 2 + 1"
 
