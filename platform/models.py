@@ -18,6 +18,7 @@ import torch
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from anomalyr1.data_pipelines.prompts import ANOMALYR1_EVAL_INSTRUCTION, ANOMALYR1_INSTRUCTION, INSPECTOR_INSTRUCTION
 from anomalyr1.platform.recipe import TINY_MODEL, ModelConfig
 
 VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>")
@@ -40,6 +41,11 @@ CHAT_TEMPLATE = (
 """Qwen's chat layout: system turn first, image placeholders where the message puts them."""
 
 _TINY_CORPUS = (
+    # The platform's own instructions: a byte-level BPE that never saw them would split them
+    # nearly byte by byte, and prompts several times longer make every tiny step slower.
+    ANOMALYR1_INSTRUCTION,
+    ANOMALYR1_EVAL_INSTRUCTION,
+    INSPECTOR_INSTRUCTION,
     "<think> The object looks normal, no scratch, crack or hole. </think> <answer> A </answer>",
     "<think> There is a dark spot at the top left, so the answer is B. </think> <answer> B </answer>",
     "Is there any defect in the object? A: Yes B: No C: crack D: scratch E: hole",
@@ -76,7 +82,7 @@ def _build_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=640,  # merges run out at about 590 on this corpus
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
