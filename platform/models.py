@@ -7,7 +7,9 @@ an image-only processor everywhere, on CPU and GPU alike.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -159,7 +161,14 @@ def resolve_model_path(config: ModelConfig) -> str:
     """The folder or hub id to load; builds the tiny model into the cache on first use (race-safe)."""
     if config.path != TINY_MODEL:
         return str(Path(config.path).expanduser()) if Path(config.path).expanduser().exists() else config.path
-    return str(build_once(Path(config.cache_dir).expanduser() / "models" / "tiny-qwen2.5-vl", build_tiny_qwen2_5_vl))
+    return str(build_once(Path(config.cache_dir).expanduser() / "models" / f"tiny-qwen2.5-vl-{tiny_build_key()}", build_tiny_qwen2_5_vl))
+
+
+def tiny_build_key() -> str:
+    """Names the cached tiny model after how it is built: a changed recipe (head size, tokenizer
+    corpus) builds a new folder instead of silently reusing an older model from the cache."""
+    source = inspect.getsource(build_tiny_qwen2_5_vl) + inspect.getsource(_build_tokenizer) + repr(_TINY_CORPUS)
+    return hashlib.sha256(source.encode()).hexdigest()[:10]
 
 
 def build_once(target: Path, build: Callable[[Path], object]) -> Path:

@@ -102,3 +102,14 @@ def test_texts_only_rollouts_carry_no_model_inputs(tiny_recipe, synthetic_root):
     assert [g.texts for g in light.groups] == [g.texts for g in full.groups]
     assert all(g.pixel_values.numel() == 0 and not g.prompt_ids and not g.responses for g in light.groups)
     assert all(g.pixel_values.numel() > 0 for g in full.groups)
+
+
+def test_the_cached_tiny_model_is_named_after_how_it_is_built(monkeypatch, tmp_path):
+    """An older build in the cache (say, one vLLM's CPU attention cannot run) is never reused."""
+    from anomalyr1.platform import models
+    from anomalyr1.platform.recipe import TINY_MODEL, ModelConfig
+
+    built = models.resolve_model_path(ModelConfig(path=TINY_MODEL, cache_dir=str(tmp_path)))
+    assert built.endswith(f"tiny-qwen2.5-vl-{models.tiny_build_key()}")
+    monkeypatch.setattr(models, "_TINY_CORPUS", models._TINY_CORPUS + ("a phrase the last build never saw",))
+    assert models.resolve_model_path(ModelConfig(path=TINY_MODEL, cache_dir=str(tmp_path))) != built
