@@ -40,7 +40,7 @@ class LogProbGap:
 
     def add(self, learner_log_prob: torch.Tensor, sequence: TrainSequence) -> None:
         engine = sequence.rollout_log_prob
-        if engine is None or sequence.blank or not engine:
+        if not engine or sequence.blank:  # no engine log-probs, or an empty response
             return
         gap = (learner_log_prob[: len(engine)].detach().float().cpu() - torch.tensor(engine)).abs()
         self.total += float(gap.sum())

@@ -69,11 +69,13 @@ class HFEngine:
         recorder = SampledLogProbs()
         # The warpers are passed here rather than as generate's temperature/top_k/top_p, which
         # would run them after any processor of ours: the recorder must come last.
-        warpers = [] if sampling.greedy else [TemperatureLogitsWarper(sampling.temperature)]
-        if not sampling.greedy and sampling.top_k > 0:
-            warpers.append(TopKLogitsWarper(sampling.top_k))
-        if not sampling.greedy and sampling.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(sampling.top_p))
+        warpers = []
+        if not sampling.greedy:
+            warpers.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_k > 0:
+                warpers.append(TopKLogitsWarper(sampling.top_k))
+            if sampling.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(sampling.top_p))
         sequences = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention.to(self.device),
