@@ -1,37 +1,47 @@
 """Baseline: the same GRPO work under TRL's GRPOTrainer, in one process, for comparison.
 
-Same tiny Qwen2.5-VL, same synthetic MMAD images and AnomalyR1 prompt, 8 prompts x G=8
-completions of up to 32 tokens a step, fp32 on CPU, the tiny recipe's rewards (roam, accuracy
-without the format requirement, format), beta (KL) as given. Prints the median step time over
-the steps after the first, to set beside `benchmarks/tiny_recipe.py`'s timing/step_s.
+Same tiny Qwen2.5-VL and synthetic MMAD set as the embedded tiny recipe (both from the cache,
+as `anomalyr1 train` finds them), same AnomalyR1 prompt, 8 prompts x G=8 completions of up to 32
+tokens a step, fp32 on CPU, the tiny recipe's rewards (roam, accuracy without the format
+requirement, format), beta (KL) as given. Prints the median step time over the steps after the
+first and the start-up time (process start until the first step begins). `benchmarks/vs_trl.py`
+runs it beside the platform.
 
     pip install trl==1.16.0
-    python benchmarks/trl_baseline.py [--steps 10] [--beta 0.04]
+    python benchmarks/trl_baseline.py [--steps 10] [--beta 0.04] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
 import time
 
+import psutil
 import torch
 from transformers import TrainerCallback
 
-from anomalyr1.data_pipelines import build_prompt, ensure_synthetic_mmad, load_mmad, shuffle_options
+from anomalyr1.data_pipelines import build_prompt, shuffle_options
 from anomalyr1.data_pipelines.images import load_image
-from anomalyr1.platform.models import build_tiny_qwen2_5_vl, load_policy, load_processor, suppressed_token_ids
+from anomalyr1.platform.models import load_policy, load_processor, resolve_model_path, suppressed_token_ids
+from anomalyr1.platform.prompt_source import load_training_data
+from anomalyr1.platform.recipe import load_recipe
 from anomalyr1.rewards import load_reward
 
 
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.times: list[float] = []
+        self.first_step_at: float | None = None
+        """Wall-clock time (time.time) the first step began."""
         self._start = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -56,17 +66,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     work = tempfile.mkdtemp(prefix="trl-baseline-")
-    model_path = str(build_tiny_qwen2_5_vl(f"{work}/model"))
-    samples = load_mmad(ensure_synthetic_mmad(f"{work}/data")).samples
+    recipe = load_recipe(None)  # the embedded tiny recipe: its model, data, prompt and image size
+    model_path = resolve_model_path(recipe.model)
+    samples = load_training_data(recipe.data, recipe.model.cache_dir).samples
     rng = random.Random(0)
     rows = []
     for sample in rng.sample(samples, len(samples)):
         sample = shuffle_options(sample, rng)
-        spec = build_prompt(sample, "anomalyr1")
-        rows.append({"prompt": spec.messages, "image": load_image(spec.images[0], 112 * 112), "answer": sample.answer})
+        spec = build_prompt(sample, recipe.prompt.name)
+        rows.append({"prompt": spec.messages, "image": load_image(spec.images[0], recipe.data.max_image_pixels),
+                     "answer": sample.answer})
     processor = load_processor(model_path)
     processor.tokenizer.padding_side = "left"  # TRL re-tokenizes prompts and pairs them with left-padded generations
     config = GRPOConfig(
@@ -88,8 +101,14 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     steps = timer.times[1:] or timer.times
+    figures = {"median_step_s": statistics.median(steps), "startup_s": timer.first_step_at - psutil.Process().create_time(),
+               "train_s": time.perf_counter() - start}
     print(f"TRL {__import__('trl').__version__} GRPOTrainer, 64 completions x 32 tokens, beta {args.beta}: "
-          f"median step {statistics.median(steps):.2f}s over steps 2..{len(timer.times)}, total {time.perf_counter() - start:.1f}s")
+          f"median step {figures['median_step_s']:.2f}s over steps 2..{len(timer.times)}, "
+          f"start-up {figures['startup_s']:.1f}s, training {figures['train_s']:.1f}s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,9 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    from anomalyr1.platform.driver import Trainer, connect_ray
+    from anomalyr1.platform.driver import Trainer
 
     trainer = Trainer(recipe, resume=args.resume)  # loads data and the model path: fails here, before Ray, on bad input
-    connect_ray(recipe)
     final = trainer.train()
     print(f"final model: {final}\nmetrics: {trainer.output / 'metrics.jsonl'}")
     print(f"report: anomalyr1 report {trainer.output}   (writes {trainer.output / 'report.html'}; open it in a browser)")

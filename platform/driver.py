@@ -264,7 +264,7 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
         try:
-            self.start_roles()
+            start_times = self._start()
             sinks = metric_sinks(recipe.trainer, self.output, recipe.model_dump(mode="json"))
             self.metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.history, sinks)
             self.rollout_log = RolloutLog(self.output, recipe.trainer, recipe.rollout.max_new_tokens, sinks, self.step)
@@ -272,7 +272,8 @@ class Trainer:
             while self.step < recipe.trainer.steps:
                 self.step += 1
                 try:
-                    metrics = self.train_step()
+                    metrics = {**self.train_step(), **start_times}
+                    start_times = {}
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
                         self._settle_pushes()
                         evals = self.output / EVALS_DIR / f"step_{self.step}"
@@ -288,6 +289,15 @@ class Trainer:
                 self.metrics_log.close()
             self.stop_roles()
         return final
+
+    def _start(self) -> dict[str, float]:
+        """Ray and the roles, timed: the figures go into the first step's metrics, because on a
+        small machine starting them takes longer than many steps (see the README's start-up figures)."""
+        begin = time.perf_counter()
+        connect_ray(self.recipe)
+        ray_up = time.perf_counter()
+        self.start_roles()
+        return {"perf/ray_start_s": ray_up - begin, "perf/roles_start_s": time.perf_counter() - ray_up}
 
     def _with_learner_recovery(self, action):
         while True:

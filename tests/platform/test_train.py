@@ -41,6 +41,9 @@ def test_tiny_recipe_trains_on_ray(ray_session, tiny_recipe, tiny_model, learnab
     assert all(m["train/groups_with_spread"] * 4 in (0, 1, 2, 3, 4) for m in metrics), "a share of the step's 4 groups"
     assert any(m["actor/grad_norm"] > 0 for m in metrics)
     assert all(m["rollout/log_prob_diff_mean"] < 1e-3 for m in metrics), "the rollout sampled with weights the learners do not hold"
+    start = {key: metrics[0].get(key) for key in ("perf/ray_start_s", "perf/roles_start_s")}
+    assert None not in start.values() and start["perf/ray_start_s"] >= 0 and start["perf/roles_start_s"] > 0, f"step 1's start-up times: {start}"
+    assert not any("perf/roles_start_s" in m for m in metrics[1:]), "start-up times belong to the first step only"
 
     from transformers import Qwen2_5_VLForConditionalGeneration
 
