@@ -172,7 +172,7 @@ def cmd_masks(args) -> int:
 def cmd_report(args) -> int:
     from anomalyr1.platform.report.build import write_report
 
-    out = write_report(args.folder, args.out)
+    out = write_report(args.folder, args.out, args.masks)
     print(f"{out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
 
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="one self-contained HTML page of a training run or an eval output")
     report.add_argument("folder", metavar="RUN_DIR", help="a run's trainer.output_dir, or an `anomalyr1 eval` --out folder")
     report.add_argument("--out", metavar="FILE.html", help="where to write it (default: RUN_DIR/report.html)")
+    report.add_argument("--masks", metavar="MASKS_DIR", help="an eval folder's `anomalyr1 masks --out` folder: the gallery "
+                        "fills each image's SAM2 mask (default: the eval folder, if it holds masks.json)")
     report.set_defaults(run=cmd_report)
     mvtec3d = commands.add_parser("convert-mvtec3d", help="MVTec 3D-AD's RGB test images as an MMAD-format set")
     mvtec3d.add_argument("source", metavar="MVTEC3D_ROOT")

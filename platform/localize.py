@@ -24,12 +24,11 @@ from anomalyr1.data_pipelines.fewshot import image_key
 from anomalyr1.data_pipelines.images import load_mask
 from anomalyr1.data_pipelines.localization import LocalizationScores, score_image, score_localization
 from anomalyr1.data_pipelines.scoring import read_answers
+from anomalyr1.platform.mask_index import INDEX_FILE, MASKS_DIR
 from anomalyr1.platform.segment import DEFAULT_SAM2, Sam2Segmenter
 from anomalyr1.rewards.bbox import BboxIou, stated_boxes
 from anomalyr1.rewards.boxes import Box
 
-MASKS_DIR = "masks"
-INDEX_FILE = "masks.json"
 SCORES_FILE = "localization.json"
 _LIMITS = BboxIou()
 """The bbox reward's reading limits (characters, boxes), so both read an answer alike."""

@@ -1,5 +1,6 @@
 """Logged completions and eval answers as gallery cards, with thumbnails drawn by PIL: every box
-the text states (magenta) and the ground truth (cyan: the box, or the mask's outline).
+the text states (magenta), the ground truth (cyan: the box, or the mask's outline) and, for an
+eval folder that `anomalyr1 masks` has segmented, SAM2's mask of the stated boxes (yellow fill).
 
 Thumbnails are small JPEGs embedded as data URIs, each distinct (image, boxes) once: the G
 completions of a prompt mostly state no box and share one thumbnail.
@@ -20,8 +21,11 @@ from anomalyr1.rewards.boxes import parse_boxes
 from anomalyr1.rewards.parsing import ANSWER, THINK, answer_region, last_block
 
 THUMB_SIDE = 160
-PREDICTED, TRUTH = (255, 0, 220), (0, 190, 255)
-"""Magenta for what the text states, cyan for the truth: neither is a colour the synthetic parts are drawn in."""
+PREDICTED, TRUTH, SEGMENTED = (255, 0, 220), (0, 190, 255), (255, 210, 0)
+"""Magenta for what the text states, cyan for the truth, yellow for SAM2's mask of the stated
+boxes: none is a colour the synthetic parts are drawn in."""
+SEGMENTED_OPACITY = 110
+"""Of 255: the mask is filled, so the part under it must stay visible."""
 MAX_BOX_CHARS, MAX_BOXES = 20_000, 20
 """bbox_iou's own limits: a longer answer is not a box answer."""
 
@@ -45,6 +49,8 @@ class Card:
     """Boxes the text states, in image pixels."""
     bbox: list[float] | None = None
     mask_path: str | None = None
+    segmented: str | None = None
+    """SAM2's mask PNG of the stated boxes (`anomalyr1 masks`), at the image's size."""
     reward: float | None = None
     reward_parts: dict[str, float] = field(default_factory=dict)
     advantage: float | None = None
@@ -87,26 +93,32 @@ def rollout_card(record: dict) -> Card:
     )
 
 
-def answer_card(record: dict) -> Card:
-    """A card from an answers.json record. Evaluation keeps no model-input size, so stated
-    boxes are drawn as written (the model's input pixels)."""
+def answer_card(record: dict, masks: dict[str, str] | None = None) -> Card:
+    """A card from an answers.json record, with its SAM2 mask when `masks` (image key -> mask
+    file) has one. Evaluation keeps no model-input size, so stated boxes are drawn as written
+    (the model's input pixels)."""
     text = record.get("response") or ""
     return Card(
         step=None, sample_id=record["image"], dataset=record.get("dataset") or record["image"].split("/", 1)[0],
         category=record.get("category") or "", question_type=record["question_type"], question=record.get("question") or "",
         options=record.get("options") or {}, truth=record["correct_answer"], text=text, chosen=record["gpt_answer"],
         image=record.get("image_path"), boxes=stated_boxes(text, (1.0, 1.0)), bbox=record.get("bbox"),
-        mask_path=record.get("mask_path"),
+        mask_path=record.get("mask_path"), segmented=(masks or {}).get(record["image"]),
     )
 
 
-def _mask_outline(mask_path: str, size: tuple[int, int]) -> Image.Image | None:
+def _binary(mask_path: str, size: tuple[int, int], on: int) -> Image.Image | None:
+    """The mask resized to `size`: `on` where it is set, 0 elsewhere; None when unreadable."""
     try:
         with Image.open(mask_path) as mask:
-            binary = mask.convert("L").resize(size, Image.NEAREST).point(lambda v: 255 if v > 127 else 0)
+            return mask.convert("L").resize(size, Image.NEAREST).point(lambda v: on if v > 127 else 0)
     except OSError:
         return None
-    return binary.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(3))
+
+
+def _mask_outline(mask_path: str, size: tuple[int, int]) -> Image.Image | None:
+    binary = _binary(mask_path, size, 255)
+    return binary.filter(ImageFilter.FIND_EDGES).filter(ImageFilter.MaxFilter(3)) if binary is not None else None
 
 
 def thumbnail(card: Card) -> bytes | None:
@@ -120,6 +132,9 @@ def thumbnail(card: Card) -> bytes | None:
     width, height = image.size
     factor = THUMB_SIDE / max(width, height)
     image = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BILINEAR)
+    segmented = _binary(card.segmented, image.size, SEGMENTED_OPACITY) if card.segmented else None
+    if segmented is not None:  # first, so the outlines stay on top
+        image.paste(SEGMENTED, mask=segmented)
     draw = ImageDraw.Draw(image)
     outline = _mask_outline(card.mask_path, image.size) if card.mask_path else None
     if outline is not None:
@@ -143,7 +158,7 @@ class Thumbnails:
 
     def key(self, card: Card) -> str | None:
         """The card's thumbnail key, or None when it has no readable image."""
-        identity = (card.image, card.mask_path, tuple(card.bbox or ()), tuple(card.boxes))
+        identity = (card.image, card.mask_path, card.segmented, tuple(card.bbox or ()), tuple(card.boxes))
         if identity not in self._keys:
             data = thumbnail(card) if card.image and Path(card.image).is_file() else None
             key = None

@@ -31,7 +31,7 @@ pre.recipe{background:#f6f6f6;padding:8px;font-size:12px;max-height:360px;overfl
 li.truth{color:#080;font-weight:600}li.chosen{text-decoration:underline}pre.think{color:#555;max-height:140px;overflow:auto}
 pre.completion{max-height:140px;overflow:auto;background:#fafafa}.parts{color:#444}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:10px;margin-bottom:14px}.pair h3{font-size:13px;margin:4px 0}
-.legend span{margin-right:12px}.box-pred{color:rgb(255,0,220)}.box-truth{color:rgb(0,190,255)}
+.legend span{margin-right:12px}.box-pred{color:rgb(255,0,220)}.box-truth{color:rgb(0,190,255)}.box-seg{color:rgb(255,210,0)}
 """
 
 SCRIPT = """
@@ -142,8 +142,10 @@ def gallery(cards: list[Card], thumbs: Thumbnails, title: str) -> str:
         _select("dataset", "dataset", sorted({c.dataset for c in cards})),
         _select("category", "category", sorted({c.category for c in cards})),
     ]
+    segmented = ('<span class="box-seg">&#9632; SAM2 mask of the stated boxes</span>'
+                 if any(c.segmented for c in cards) else "")
     legend = ('<div class="legend"><span class="box-pred">&#9632; boxes the text states</span>'
-              '<span class="box-truth">&#9632; ground truth (box or mask outline)</span></div>')
+              f'<span class="box-truth">&#9632; ground truth (box or mask outline)</span>{segmented}</div>')
     return (f'<h2>{title}</h2>{legend}<div id="filters">{"".join(filters)} <span id="shown">{len(cards)}</span> of {len(cards)} shown</div>'
             f'<div id="gallery" class="cards">{"".join(card_html(c, thumbs) for c in cards)}</div>')
 
@@ -197,7 +199,7 @@ def render(run: RunData) -> str:
         body = (summary + charts(run) + mmad_table(run) + gallery(cards, thumbs, "Logged completions")
                 + first_and_last(cards, thumbs) + recipe)
     else:
-        cards = [answer_card(r) for r in run.answers]
+        cards = [answer_card(r, run.masks) for r in run.answers]
         title = f"Evaluation {run.folder.name}"
         summary = f"<p>{len(cards)} answers; folder <code>{escape(str(run.folder))}</code>.</p>"
         body = summary + mmad_table(run) + gallery(cards, thumbs, "Answers")

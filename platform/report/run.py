@@ -8,6 +8,7 @@ from pathlib import Path
 
 from anomalyr1.data_pipelines.scoring import score_answers
 from anomalyr1.platform.eval_answers import ANSWERS_FILE, EVALS_DIR, TABLE_FILE
+from anomalyr1.platform.mask_index import INDEX_FILE, read_mask_index
 from anomalyr1.platform.metrics import read_metrics
 from anomalyr1.platform.rollout_log import ROLLOUTS_DIR, read_rollouts, step_of
 
@@ -40,6 +41,8 @@ class RunData:
     """Logged completion records (rollouts/step_N.jsonl), in step order."""
     answers: list[dict] = field(default_factory=list)
     """An eval folder's answer records (full responses)."""
+    masks: dict[str, str] = field(default_factory=dict)
+    """An eval folder's SAM2 masks (`anomalyr1 masks`): answered image key -> mask PNG."""
 
     @property
     def restart_steps(self) -> list[int]:
@@ -66,10 +69,14 @@ def _steps(folder: Path) -> list[tuple[int, Path]]:
     return sorted((n, p) for p in folder.iterdir() if (n := step_of(p)) is not None)
 
 
-def read_run(folder: str | Path) -> RunData:
+def read_run(folder: str | Path, masks: str | Path | None = None) -> RunData:
+    """`masks`: the folder `anomalyr1 masks --out` wrote for an eval folder's answers; by default
+    the eval folder itself when it holds a masks.json (masks written with --out EVAL_DIR)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ReportError(f"{folder}: no such folder (expected a training run's trainer.output_dir or an `anomalyr1 eval` --out folder)")
+    if masks is not None and not (folder / ANSWERS_FILE).is_file():
+        raise ReportError(f"--masks goes with an `anomalyr1 eval` folder (one holding {ANSWERS_FILE}); {folder} is not one")
     if (folder / METRICS_FILE).is_file():
         try:
             metrics = read_metrics(folder / METRICS_FILE)
@@ -89,5 +96,11 @@ def read_run(folder: str | Path) -> RunData:
         if not isinstance(answers, list):
             raise ReportError(f"{folder / ANSWERS_FILE}: expected a JSON list of answer records")
         table = score_answers(answers, source=str(folder / ANSWERS_FILE)).to_json()  # table.json is this same table
-        return RunData(folder=folder, kind="eval", answers=answers, evaluations=[Evaluation(None, table)])
+        if masks is None and (folder / INDEX_FILE).is_file():
+            masks = folder
+        try:
+            index = read_mask_index(masks) if masks is not None else {}
+        except ValueError as exc:
+            raise ReportError(str(exc)) from exc
+        return RunData(folder=folder, kind="eval", answers=answers, evaluations=[Evaluation(None, table)], masks=index)
     raise ReportError(f"{folder}: holds neither {METRICS_FILE} (a training run) nor {ANSWERS_FILE} (an `anomalyr1 eval` output)")

@@ -17,7 +17,7 @@ from anomalyr1.data_pipelines.mmad import load_mmad
 from anomalyr1.platform.cli import main
 from anomalyr1.platform.eval_answers import answer_record, write_answers
 from anomalyr1.platform.report.build import write_report
-from anomalyr1.platform.report.gallery import PREDICTED, TRUTH
+from anomalyr1.platform.report.gallery import PREDICTED, SEGMENTED, TRUTH
 
 STAGES = {"timing/rollout_s": 0.3, "timing/reward_s": 0.05, "timing/learner_s": 0.6, "timing/sync_s": 0.04}
 
@@ -134,6 +134,54 @@ def test_eval_folder_report_has_the_table_and_every_answer(tmp_path: Path, sampl
     assert "MMAD table</h2>" in html and "1 answers scored, 1 left out" in html
     assert html.count('class="card ') == 2 and "I cannot tell" in html
     assert len(_thumbs(html)) == 2
+
+
+def _masks_folder(folder: Path, image_key: str, size: tuple[int, int], square: tuple[int, int, int, int]) -> Path:
+    """What `anomalyr1 masks` writes: masks/<key>.png (0 or 255) and masks.json."""
+    mask = np.zeros(size[::-1], dtype=np.uint8)
+    x1, y1, x2, y2 = square
+    mask[y1:y2, x1:x2] = 255
+    png = Path("masks", image_key).with_suffix(".png")
+    (folder / png).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(folder / png)
+    entry = {"image": image_key, "mask": png.as_posix(), "width": size[0], "height": size[1], "boxes": [list(square)]}
+    (folder / "masks.json").write_text(json.dumps({"answers": "answers.json", "root": ".", "sam2": "builtin:tiny-sam2", "masks": [entry]}))
+    return folder
+
+
+def test_eval_report_fills_the_sam2_masks(tmp_path: Path, samples) -> None:
+    """The mask's square (image pixels 0-56 of 112) is filled in the thumbnail (0-80 of 160),
+    outside it is not; the legend names it only when there are masks; the eval folder's own
+    masks.json is found without --masks."""
+    defective, normal = samples
+    records = [answer_record(defective, "<answer>[0, 0, 56, 56]</answer>"), answer_record(normal, "<answer>A</answer>")]
+    write_answers(tmp_path / "eval", records)
+    plain = write_report(tmp_path / "eval", tmp_path / "plain.html").read_text()
+    assert "SAM2 mask" not in plain and not any(_has_colour(t, SEGMENTED, 40) for t in _thumbs(plain).values())
+
+    size = Image.open(defective.image).size
+    masks = _masks_folder(tmp_path / "masks", records[0]["image"], size, (0, 0, size[0] // 2, size[1] // 2))
+    assert main(["report", str(tmp_path / "eval"), "--masks", str(masks), "--out", str(tmp_path / "masked.html")]) == 0
+    html = (tmp_path / "masked.html").read_text()
+    assert "SAM2 mask of the stated boxes" in html
+    thumbs = _thumbs(html)
+    of_sample = dict(re.findall(r'data-thumb="(t\d+)" alt="([^"]+)"', html))
+    filled = [key for key, t in thumbs.items() if _has_colour(t.crop((20, 20, 60, 60)), SEGMENTED, 90)]
+    assert [of_sample[k] for k in filled] == [records[0]["image"]], "the answered defective image only, inside the mask"
+    assert not _has_colour(thumbs[filled[0]].crop((100, 100, 150, 150)), SEGMENTED, 90), "nothing outside the mask"
+
+    _masks_folder(tmp_path / "eval", records[0]["image"], size, (0, 0, size[0] // 2, size[1] // 2))
+    assert "SAM2 mask of the stated boxes" in write_report(tmp_path / "eval").read_text()
+
+
+def test_a_broken_masks_index_is_one_line(tmp_path: Path, samples, capsys) -> None:
+    defective, _ = samples
+    write_answers(tmp_path / "eval", [answer_record(defective, "<answer>A</answer>")])
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "masks.json").write_text('{"no": "masks"}')
+    assert main(["report", str(tmp_path / "eval"), "--masks", str(tmp_path / "masks")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "masks.json: not a masks index" in err
 
 
 def test_a_folder_that_is_no_run_is_one_line(tmp_path: Path, capsys) -> None:
