@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from anomalyr1.platform.recipe import AlgorithmConfig
+
 @functools.cache
 def _core_algos():
     from verl.trainer.ppo import core_algos
@@ -54,23 +56,6 @@ def compute_advantages(
     return advantages
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """What the learner needs of the recipe's algorithm section, as plain values for Ray."""
-
-    policy_loss: str = "vanilla"
-    clip_ratio: float = 0.2
-    clip_ratio_low: float | None = None
-    clip_ratio_high: float | None = None
-    loss_agg_mode: str = "token-mean"
-    kl_coef: float = 0.0
-    kl_type: str = "low_var_kl"
-    rollout_n: int = 8
-    rollout_is: str | None = None
-    """Truncated importance weights for the train/inference mismatch: token, sequence or None."""
-    rollout_is_threshold: float = 2.0
-
-
 @dataclass
 class LossParts:
     loss: torch.Tensor
@@ -79,26 +64,27 @@ class LossParts:
     metrics: dict[str, float]
 
 
-def _actor_config(settings: LossSettings, dp_size: int, batch_num_tokens: int, batch_size: int):
+def _actor_config(algorithm: AlgorithmConfig, rollout_n: int, dp_size: int, batch_num_tokens: int, batch_size: int):
     from verl.workers.config import ActorConfig
 
     config = ActorConfig(
         strategy="fsdp2",
-        rollout_n=settings.rollout_n,
+        rollout_n=rollout_n,
         ppo_mini_batch_size=max(1, batch_size),
         ppo_micro_batch_size_per_gpu=1,
-        clip_ratio=settings.clip_ratio,
-        clip_ratio_low=settings.clip_ratio_low,
-        clip_ratio_high=settings.clip_ratio_high,
-        loss_agg_mode=settings.loss_agg_mode,
-        policy_loss={"loss_mode": settings.policy_loss},
+        clip_ratio=algorithm.clip_ratio,
+        clip_ratio_low=algorithm.clip_ratio_low,
+        clip_ratio_high=algorithm.clip_ratio_high,
+        loss_agg_mode=algorithm.loss_agg_mode,
+        policy_loss={"loss_mode": algorithm.policy_loss},
     )
     config.global_batch_info.update(dp_size=dp_size, batch_num_tokens=batch_num_tokens, global_batch_size=batch_size)
     return config
 
 
 def policy_objective(
-    settings: LossSettings,
+    algorithm: AlgorithmConfig,
+    rollout_n: int,
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
@@ -120,24 +106,24 @@ def policy_objective(
     mask = response_mask.float()
     tokens = int(mask.sum().item()) if batch_num_tokens is None else batch_num_tokens
     sequences = int((mask.sum(-1) > 0).sum().item()) if batch_size is None else batch_size
-    config = _actor_config(settings, dp_size, max(tokens, 1), max(sequences, 1))
-    loss_fn = core.get_policy_loss_fn(settings.policy_loss)
+    config = _actor_config(algorithm, rollout_n, dp_size, max(tokens, 1), max(sequences, 1))
+    loss_fn = core.get_policy_loss_fn(algorithm.policy_loss)
     weights = {} if rollout_is_weights is None else {"rollout_is_weights": rollout_is_weights}
     pg_loss, pg_metrics = loss_fn(
         old_log_prob=old_log_prob,
         log_prob=log_prob,
         advantages=advantages,
         response_mask=mask,
-        loss_agg_mode=settings.loss_agg_mode,
+        loss_agg_mode=algorithm.loss_agg_mode,
         config=config,
         **weights,
     )
     loss = pg_loss
     kl = torch.zeros((), dtype=log_prob.dtype)
-    if ref_log_prob is not None and settings.kl_coef > 0:
-        kl_mat = core.kl_penalty(log_prob, ref_log_prob, settings.kl_type)
-        kl = core.agg_loss(kl_mat, mask, settings.loss_agg_mode, **config.global_batch_info)
-        loss = loss + settings.kl_coef * kl
+    if ref_log_prob is not None and algorithm.kl_coef > 0:
+        kl_mat = core.kl_penalty(log_prob, ref_log_prob, algorithm.kl_type)
+        kl = core.agg_loss(kl_mat, mask, algorithm.loss_agg_mode, **config.global_batch_info)
+        loss = loss + algorithm.kl_coef * kl
     metrics = {key: float(value) for key, value in pg_metrics.items()}
     return LossParts(loss=loss, pg_loss=pg_loss, kl=kl, metrics=metrics)
 

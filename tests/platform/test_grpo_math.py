@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from anomalyr1.platform.grpo import LossSettings, compute_advantages, policy_objective
+from anomalyr1.platform.grpo import compute_advantages, policy_objective
+from anomalyr1.platform.recipe import AlgorithmConfig
 from anomalyr1.platform.verl_names import OUTCOME_ARGS, known_adv_estimators, known_policy_losses
 
 
@@ -42,8 +43,8 @@ def test_clipped_loss_and_k3_kl_by_hand():
     ref = old.clone()
     advantages = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    settings = LossSettings(clip_ratio=0.2, kl_coef=0.1, kl_type="low_var_kl", rollout_n=2)
-    parts = policy_objective(settings, log_prob=new, old_log_prob=old, advantages=advantages, response_mask=mask, ref_log_prob=ref)
+    algorithm = AlgorithmConfig(clip_ratio=0.2, kl_coef=0.1, kl_type="low_var_kl")
+    parts = policy_objective(algorithm, 2, log_prob=new, old_log_prob=old, advantages=advantages, response_mask=mask, ref_log_prob=ref)
 
     r1, r2, r3 = math.exp(0.5), math.exp(-0.2), math.exp(0.1)
     token_losses = [max(-r1, -1.2), max(-r2, -min(max(r2, 0.8), 1.2)), max(r3, min(max(r3, 0.8), 1.2))]
@@ -64,11 +65,11 @@ def test_sharded_micro_batches_sum_to_the_whole_batch_loss():
     ref = old + 0.1 * torch.randn(4, 5)
     advantages = torch.randn(4, 1).expand(4, 5).clone()
     mask = (torch.rand(4, 5) > 0.3).float()
-    settings = LossSettings(kl_coef=0.05, rollout_n=2)
-    whole = policy_objective(settings, new, old, advantages, mask, ref).loss
+    algorithm = AlgorithmConfig(kl_coef=0.05)
+    whole = policy_objective(algorithm, 2, new, old, advantages, mask, ref).loss
     tokens = int(mask.sum())
     shards = [
-        policy_objective(settings, new[i::2], old[i::2], advantages[i::2], mask[i::2], ref[i::2], dp_size=2, batch_num_tokens=tokens, batch_size=4).loss
+        policy_objective(algorithm, 2, new[i::2], old[i::2], advantages[i::2], mask[i::2], ref[i::2], dp_size=2, batch_num_tokens=tokens, batch_size=4).loss
         for i in range(2)
     ]
     assert (sum(shards) / 2).item() == pytest.approx(whole.item(), abs=1e-6)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence
-from anomalyr1.platform.grpo import LossSettings, policy_objective, truncated_is_weights
-from anomalyr1.platform.recipe import TrainerConfig
+from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
+from anomalyr1.platform.recipe import AlgorithmConfig, TrainerConfig
 from anomalyr1.platform.staleness import may_launch, staleness_metrics
 
 
@@ -71,8 +71,8 @@ def test_importance_weights_scale_the_policy_loss():
     log_prob = torch.tensor([[-1.0, -2.0]])
     advantages = torch.tensor([[1.0, 1.0]])
     mask = torch.ones(1, 2)
-    settings = LossSettings(rollout_n=2)
-    plain = policy_objective(settings, log_prob, log_prob, advantages, mask).pg_loss
-    weighted = policy_objective(settings, log_prob, log_prob, advantages, mask, rollout_is_weights=torch.tensor([[0.5, 1.0]])).pg_loss
+    algorithm = AlgorithmConfig()
+    plain = policy_objective(algorithm, 2, log_prob, log_prob, advantages, mask).pg_loss
+    weighted = policy_objective(algorithm, 2, log_prob, log_prob, advantages, mask, rollout_is_weights=torch.tensor([[0.5, 1.0]])).pg_loss
     assert plain.item() == pytest.approx(-1.0)
     assert weighted.item() == pytest.approx(-(0.5 + 1.0) / 2)
