@@ -17,6 +17,7 @@ import torch
 
 from anomalyr1.platform.recipe import AlgorithmConfig
 
+
 @functools.cache
 def _core_algos():
     from verl.trainer.ppo import core_algos
