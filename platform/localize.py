@@ -24,7 +24,7 @@ from anomalyr1.data_pipelines.fewshot import image_key
 from anomalyr1.data_pipelines.images import load_mask
 from anomalyr1.data_pipelines.localization import LocalizationScores, score_image, score_localization
 from anomalyr1.data_pipelines.scoring import read_answers
-from anomalyr1.platform.mask_index import INDEX_FILE, MASKS_DIR
+from anomalyr1.platform.mask_index import MASKS_DIR, write_mask_index
 from anomalyr1.platform.segment import DEFAULT_SAM2, Sam2Segmenter
 from anomalyr1.rewards.bbox import BboxIou, stated_boxes
 from anomalyr1.rewards.boxes import Box
@@ -100,8 +100,7 @@ def make_masks(answers: str | Path, root: str | Path, out_dir: str | Path, sam2:
                 scores.append(score_image(item.key, item.sample.dataset, item.sample.category, item.boxes, mask, item.truth))
             bar.update(len(keys[start:start + batch_size]))
     result = score_localization(scores, problems)
-    index_path, scores_path = out / INDEX_FILE, out / SCORES_FILE
-    index_path.write_text(json.dumps({"answers": str(answers), "root": str(root), "sam2": sam2, "masks": index}, indent=1))
+    index_path, scores_path = write_mask_index(out, answers, root, sam2, index), out / SCORES_FILE
     scores_path.write_text(json.dumps(result.to_json(), indent=1))
     return MasksResult(index_path, scores_path, result)
 

@@ -1,14 +1,23 @@
-"""masks.json, the index `anomalyr1 masks` writes beside its mask PNGs: its own module so that
-the report reads it without loading SAM2, torch or transformers."""
+"""masks.json, the index `anomalyr1 masks` writes beside its mask PNGs, written and read here:
+its own module so that the report reads it without loading SAM2, torch or transformers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 MASKS_DIR = "masks"
 """Under the masks output folder: one PNG per answered image, at the image key's path."""
 INDEX_FILE = "masks.json"
+
+
+def write_mask_index(folder: Path, answers: str | Path, root: str | Path, sam2: str, entries: list[dict[str, Any]]) -> Path:
+    """folder/masks.json: where the answers and images came from, the SAM2 model, and one entry
+    per mask ({"image", "mask" (under folder), "width", "height", "boxes"})."""
+    path = folder / INDEX_FILE
+    path.write_text(json.dumps({"answers": str(answers), "root": str(root), "sam2": sam2, "masks": entries}, indent=1))
+    return path
 
 
 def read_mask_index(folder: str | Path) -> dict[str, str]:
