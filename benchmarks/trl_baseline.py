@@ -78,7 +78,7 @@ def main() -> None:
     for sample in rng.sample(samples, len(samples)):
         sample = shuffle_options(sample, rng)
         spec = build_prompt(sample, recipe.prompt.name)
-        rows.append({"prompt": spec.messages, "image": load_image(spec.images[0], recipe.data.max_image_pixels),
+        rows.append({"prompt": spec.messages, "image": load_image(spec.images[0], recipe.data.max_image_pixels, recipe.data.max_image_size),
                      "answer": sample.answer})
     processor = load_processor(model_path)
     processor.tokenizer.padding_side = "left"  # TRL re-tokenizes prompts and pairs them with left-padded generations
