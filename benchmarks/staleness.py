@@ -19,8 +19,7 @@ from pathlib import Path
 
 import ray
 
-from anomalyr1.platform.actor_env import ACTOR_ENV
-from anomalyr1.platform.driver import Trainer
+from anomalyr1.platform.driver import Trainer, connect_ray
 from anomalyr1.platform.metrics import read_metrics
 from anomalyr1.platform.recipe import load_recipe
 
@@ -49,7 +48,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="anomalyr1-staleness-bench-"))
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+    connect_ray(load_recipe(None))  # one local Ray for every run, started as `anomalyr1 train` starts it
     results: dict[int, list[dict[str, float]]] = {k: [] for k in args.staleness}
     for repeat in range(args.repeats):
         for k in args.staleness:  # alternated, so drift in the machine's load hits every setting alike
