@@ -64,6 +64,18 @@ class TrainSequence:
         return torch.tensor(self.rollout_log_prob, dtype=torch.float32)
 
 
+def split_evenly(items: list, parts: int) -> list[list]:
+    """`items` cut into `parts` contiguous runs whose sizes differ by at most one.
+
+    Contiguous, not strided: sequences arrive grouped by prompt, so a run keeps a prompt's G
+    completions together and a micro-batch carries one image G times, which the vision tower
+    encodes once (models.encode_each_image_once) and which crosses to one learner, not all.
+    """
+    size, extra = divmod(len(items), parts)
+    bounds = [index * size + min(index, extra) for index in range(parts + 1)]
+    return [items[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
 @dataclass
 class ModelBatch:
     inputs: dict[str, torch.Tensor]
@@ -109,20 +121,51 @@ def collate(items: list[tuple[RolloutGroup, list[int]]], pad_id: int, image_toke
     return ModelBatch(inputs=inputs, responses=responses, response_mask=response_mask, prompt_width=prompt_width)
 
 
-def response_log_probs(
-    logits: torch.Tensor, batch: ModelBatch, suppressed_ids: list[int], temperature: float = 1.0
-) -> torch.Tensor:
-    """Log-probs of the response tokens under the distribution the rollout sampled from.
+def response_scores(logits: torch.Tensor, batch: ModelBatch, suppressed_ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """(B, R, vocab) scores the rollout sampled each response token from, before top-k/top-p.
 
+    `logits` may cover the whole sequence or only its last R + 1 positions (the model's
+    `logits_to_keep`, which spares the prompt's ~1,000 positions x 152k vocabulary at 3B): the
+    responses end every row, so the R positions that predict them are the R before the last.
     The rollout divides logits by the temperature and never samples vision special tokens, so
     the same is done here: otherwise the learner's policy would not be the sampling policy and
     the importance ratio would be off by the suppressed mass.
     """
     width = batch.responses.shape[1]
-    scores = logits[:, batch.prompt_width - 1 : batch.prompt_width - 1 + width].float()
+    scores = logits[:, -(width + 1) : -1].float()
     if temperature != 1.0:
         scores = scores / temperature
     if suppressed_ids:
         scores = scores.index_fill(-1, torch.tensor(suppressed_ids, device=scores.device), float("-inf"))
-    chosen = scores.gather(-1, batch.responses.to(scores.device).unsqueeze(-1)).squeeze(-1)
+    return scores
+
+
+def chosen_log_probs(scores: torch.Tensor, batch: ModelBatch) -> torch.Tensor:
+    """Log-probs of the response tokens under `scores`, 0 on padding."""
+    responses = batch.responses.to(scores.device)
+    chosen = scores.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     return (chosen - torch.logsumexp(scores, dim=-1)) * batch.response_mask.to(scores.device)
+
+
+def response_log_probs(logits: torch.Tensor, batch: ModelBatch, suppressed_ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the response tokens under the distribution the rollout sampled from (before top-k/top-p)."""
+    return chosen_log_probs(response_scores(logits, batch, suppressed_ids, temperature), batch)
+
+
+@torch.no_grad()
+def truncated_log_probs(scores: torch.Tensor, batch: ModelBatch, top_k: int, top_p: float) -> torch.Tensor:
+    """The response tokens' log-probs after top-k then top-p, as both engines sample and report
+    them (transformers' warpers and vLLM's sampler cut the same way): what an engine's log-probs
+    are compared with. The sampled token always stays in: where the learner's arithmetic ranks
+    it just outside the cut, the gap shows a small difference instead of an infinite one."""
+    responses = batch.responses.to(scores.device).unsqueeze(-1)
+    sampled = scores.gather(-1, responses)
+    if top_k > 0 and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        ascending, order = scores.sort(dim=-1)
+        cut = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p
+        cut[..., -1] = False
+        scores = scores.masked_fill(cut.scatter(-1, order, cut), float("-inf"))
+    return chosen_log_probs(scores.scatter(-1, responses, sampled), batch)

@@ -30,7 +30,7 @@ import torch
 
 from anomalyr1.data_pipelines.holdout import split_held_out
 from anomalyr1.platform.actor_env import ACTOR_ENV
-from anomalyr1.platform.batch import RolloutGroup, TrainSequence
+from anomalyr1.platform.batch import RolloutGroup, TrainSequence, split_evenly
 from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
 from anomalyr1.platform.eval_answers import EVALS_DIR
 from anomalyr1.platform.eval_rollout import held_out_metrics
@@ -454,7 +454,7 @@ class Trainer:
             # advance their schedule, so the step counts as skipped.
             sequences = []
         seed = self._seed("update", 0)
-        results = self._on_learners("update", per_rank=[(sequences[rank::world], len(sequences), seed) for rank in range(world)])
+        results = self._on_learners("update", per_rank=[(share, len(sequences), seed) for share in split_evenly(sequences, world)])
         times.learner_s = time.perf_counter() - start
         times.learner_compute_s = max(r.compute_s for r in results)
         return results[0].metrics

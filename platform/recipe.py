@@ -275,6 +275,9 @@ class LearnerConfig(Section):
     whatever the lengths; a sequence longer than the budget gets a pass of its own."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     """FSDP2 mixed-precision compute dtype (fp32 master weights are kept either way)."""
+    sync_grads_each_micro_batch: bool = False
+    """FSDP2: reduce-scatter gradients after every micro-batch instead of once per optimizer
+    step; saves the unsharded fp32 gradients held meanwhile (4 bytes a parameter) for more traffic."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, more compute."""
     cpu_offload: bool = False
@@ -340,6 +343,23 @@ class Recipe(Section):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     learner: LearnerConfig = LearnerConfig()
     trainer: TrainerConfig
+
+    @model_validator(mode="after")
+    def _engine_log_probs_match_the_learners(self) -> "Recipe":
+        """Engines report log-probs of the top-k/top-p truncated distribution they sample from;
+        the learners train the whole one. Where the engine's log-probs enter the loss (stale
+        sequences' ratio denominator, rollout_is weights), that difference would bias every
+        ratio, so those combinations are refused rather than silently trained."""
+        rollout, truncated = self.rollout, self.rollout.top_k > 0 or self.rollout.top_p < 1.0
+        uses = [f"trainer.max_staleness = {self.trainer.max_staleness}"] if self.trainer.max_staleness else []
+        uses += [f"algorithm.rollout_is = {self.algorithm.rollout_is!r}"] if self.algorithm.rollout_is else []
+        if truncated and uses:
+            raise ValueError(
+                f"{' and '.join(uses)} {'put' if len(uses) > 1 else 'puts'} the engine's log-probs into the loss, but rollout.top_k = {rollout.top_k} / "
+                f"rollout.top_p = {rollout.top_p} truncate the distribution those come from: set top_k: 0 and top_p: 1.0, "
+                "or train synchronously without rollout_is"
+            )
+        return self
 
 
 

@@ -21,7 +21,9 @@ class PolicyBackend(Protocol):
     """The torch AdamW: its param groups carry the learning rate the schedule sets, its state
     the moments a checkpoint keeps."""
 
-    def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None: ...
+    def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None:
+        """Accumulate the loss's gradients; they are reduced across ranks by the last micro-batch
+        of an optimizer step at the latest."""
 
     def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
         """Clip and apply the accumulated gradients; returns (grad norm, applied). A non-finite
@@ -38,8 +40,9 @@ class PolicyBackend(Protocol):
     def load_state(self, directory: Path, rank: int, world_size: int) -> dict: ...
 
 
-def make_backend(name: str, policy: nn.Module, recipe, reference: bool = False) -> PolicyBackend | nn.Module:
-    """The policy wrapped by the recipe's backend; with reference=True, a frozen sharded copy."""
+def make_backend(name: str, policy: nn.Module, recipe, device: torch.device, reference: bool = False) -> PolicyBackend | nn.Module:
+    """The policy wrapped by the recipe's backend; with reference=True, a frozen sharded copy.
+    `device` is where the learner computes and its collectives' tensors live."""
     if name == "deepspeed":
         from anomalyr1.platform.learner.deepspeed import DeepSpeedBackend, frozen_reference
 
@@ -48,4 +51,4 @@ def make_backend(name: str, policy: nn.Module, recipe, reference: bool = False) 
 
     if reference:
         return shard_blocks(policy, getattr(torch, recipe.learner.param_dtype), recipe.learner.cpu_offload)
-    return FSDPBackend(policy, recipe)
+    return FSDPBackend(policy, recipe, device)

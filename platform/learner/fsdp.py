@@ -38,22 +38,24 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
-def gather_full_weights(model: nn.Module, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20) -> dict[str, torch.Tensor] | None:
+def gather_full_weights(
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20
+) -> dict[str, torch.Tensor] | None:
     """Unsharded weights at rank 0 (None elsewhere) with one all-gather per bucket.
 
     `get_model_state_dict` gathers tensor by tensor, which on gloo costs ~10x more than one flat
     gather; buckets bound the extra memory for multi-GB models. FSDP2 shards every tensor on
     dim 0, so rank 0 rebuilds each tensor by concatenating the ranks' pieces in rank order.
-    Every rank must call it.
+    The buckets travel on `device`, the learners' compute device, even when the shards are
+    offloaded to the host: there NCCL carries them, not gloo. Every rank must call it.
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     entries = list(model.state_dict().items())
     local = [(v.to_local() if isinstance(v, DTensor) else v).detach() for _, v in entries]
     sharded = [isinstance(v, DTensor) for _, v in entries]
-    rows = torch.tensor([t.shape[0] if t.dim() else 1 for t in local], dtype=torch.long)
-    device = local[0].device
+    rows = torch.tensor([t.shape[0] if t.dim() else 1 for t in local], dtype=torch.long, device=device)
     all_rows = [torch.zeros_like(rows) for _ in range(world)]
-    dist.all_gather(all_rows, rows.to(device) if device.type != "cpu" else rows)
+    dist.all_gather(all_rows, rows)
     all_rows = [r.cpu() for r in all_rows]
     out: dict[str, torch.Tensor] = {}
     bucket: list[int] = []
@@ -66,22 +68,21 @@ def gather_full_weights(model: nn.Module, dtype: torch.dtype | None = None, buck
         bucket.append(index)
         size += value.numel() * value.element_size()
         if size >= bucket_bytes:
-            _gather_bucket(entries, local, all_rows, bucket, dtype, rank, world, out)
+            _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out)
             bucket, size = [], 0
     if bucket:
-        _gather_bucket(entries, local, all_rows, bucket, dtype, rank, world, out)
+        _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out)
     return out if rank == 0 else None
 
 
-def _gather_bucket(entries, local, all_rows, bucket, dtype, rank, world, out) -> None:
+def _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out) -> None:
     wire = dtype or local[bucket[0]].dtype
     row_numel = [math.prod(entries[i][1].shape[1:]) for i in bucket]
     counts = [sum(int(all_rows[r][i]) * n for i, n in zip(bucket, row_numel)) for r in range(world)]
     longest = max(counts)
-    device = local[bucket[0]].device
     flat = torch.zeros(longest, dtype=wire, device=device)
     if counts[rank]:
-        flat[: counts[rank]] = torch.cat([local[i].reshape(-1).to(wire) for i in bucket])
+        flat[: counts[rank]] = torch.cat([local[i].reshape(-1).to(device, wire) for i in bucket])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     if rank != 0:
@@ -103,13 +104,20 @@ def _gather_bucket(entries, local, all_rows, bucket, dtype, rank, world, out) ->
 class FSDPBackend:
     """FSDP2 shards of parameters, gradients and AdamW state, one unit per transformer block."""
 
-    def __init__(self, policy: nn.Module, recipe):
+    def __init__(self, policy: nn.Module, recipe, device: torch.device):
         learner = recipe.learner
+        self.device = device
+        self.sync_each_micro_batch = learner.sync_grads_each_micro_batch
         self.module = shard_blocks(policy, getattr(torch, learner.param_dtype), learner.cpu_offload)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None:
+        # Reduce-scattering after every micro-batch moves the whole gradient once per micro-batch;
+        # held back, FSDP2 accumulates unsharded fp32 gradients and reduces once, at the cost of
+        # their memory (4 bytes a parameter) until the step: learner.sync_grads_each_micro_batch
+        # trades the traffic back for that memory.
+        self.module.set_requires_gradient_sync(last_micro_batch or self.sync_each_micro_batch)
         loss.backward()
 
     def step(self, grad_clip: float, loss_is_finite: bool) -> tuple[float, bool]:
@@ -122,7 +130,7 @@ class FSDPBackend:
         return norm, applied
 
     def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        return gather_full_weights(self.module, dtype)
+        return gather_full_weights(self.module, self.device, dtype)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         state = full_state_dict(self.module)

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from anomalyr1.platform.batch import ModelBatch, TrainSequence, collate, response_log_probs
+from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs, collate, response_scores, split_evenly, truncated_log_probs
 from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
 from anomalyr1.platform.learner.backend import make_backend
+from anomalyr1.platform.learner.collectives import all_reduce_values, process_group_backend
 from anomalyr1.platform.learner.schedule import current_lr, lr_scheduler
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import recipe_in_actor
@@ -33,7 +34,9 @@ class LogProbGap:
     """|engine - learner| log-probs of the sampled tokens, before the policy moves.
 
     Both should score the rollout's weights identically up to arithmetic; a weight update or a
-    cache that did not reach the engine shows here, every step, in a real run.
+    cache that did not reach the engine shows here, every step, in a real run. The learner's
+    side is taken under the rollout's top-k/top-p, as the engine's is, so truncation never
+    passes for drift.
     """
 
     def __init__(self):
@@ -79,7 +82,6 @@ class LearnerWorker:
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         use_cuda = self.recipe.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
-        self.backend = "nccl" if use_cuda else "gloo"
         self.algorithm = self.recipe.algorithm
 
     def rendezvous(self) -> tuple[str, int]:
@@ -93,7 +95,7 @@ class LearnerWorker:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         dist.init_process_group(
-            self.backend,
+            process_group_backend(self.device),
             init_method=f"tcp://{master_addr}:{master_port}",
             rank=self.rank,
             world_size=self.world_size,
@@ -112,7 +114,7 @@ class LearnerWorker:
         if learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
-        self.engine = make_backend(learner.backend, policy, self.recipe)
+        self.engine = make_backend(learner.backend, policy, self.recipe, self.device)
         self.policy = self.engine.module
         self.scheduler = lr_scheduler(self.engine.optimizer, learner.lr_scheduler, learner.warmup_steps, self.recipe.trainer.steps)
         self.updates = 0
@@ -125,21 +127,28 @@ class LearnerWorker:
             # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
             reference = load_policy(self.model_path, learner.param_dtype, attn, str(self.device)).eval()
             reference.requires_grad_(False)
-            self.reference = make_backend(learner.backend, reference, self.recipe, reference=True)
+            self.reference = make_backend(learner.backend, reference, self.recipe, self.device, reference=True)
 
     # -- forward passes -------------------------------------------------------------------------
 
     def _batch(self, sequences: list[TrainSequence]) -> ModelBatch:
         batch = collate([(s.group, s.response) for s in sequences], self.pad_id, self.image_token_id)
         batch.inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
-        batch.inputs["pixel_values"] = batch.inputs["pixel_values"].float()
         batch.responses = batch.responses.to(self.device)
         batch.response_mask = batch.response_mask.to(self.device)
         return batch
 
-    def _log_probs(self, model, batch: ModelBatch) -> torch.Tensor:
-        logits = model(**batch.inputs, use_cache=False).logits
-        return response_log_probs(logits, batch, self.suppressed, self.recipe.rollout.temperature)
+    def _log_probs(self, model, batch: ModelBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The response tokens' log-probs (with the graph, when training) and, detached, the
+        same under the rollout's top-k/top-p: what the engine reports, for the gap metric.
+        Logits are computed for the responses' positions alone (logits_to_keep)."""
+        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.responses.shape[1] + 1).logits
+        rollout = self.recipe.rollout
+        scores = response_scores(logits, batch, self.suppressed, rollout.temperature)
+        log_prob = chosen_log_probs(scores, batch)
+        if rollout.top_k == 0 and rollout.top_p == 1.0:
+            return log_prob, log_prob.detach()
+        return log_prob, truncated_log_probs(scores.detach(), batch, rollout.top_k, rollout.top_p)
 
     def _schedule(self, sequences: list[TrainSequence], template: TrainSequence) -> list[list[TrainSequence]]:
         """Micro-batches of at most micro_batch_size, as many on every rank (max over ranks).
@@ -148,9 +157,8 @@ class LearnerWorker:
         same shapes and collectives as real work, zero weight in loss and gradient.
         """
         local = self._micro_batches(sequences)
-        count = torch.tensor([len(local)], dtype=torch.long)
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        while len(local) < int(count[0]):
+        count = all_reduce_values((len(local),), self.device, op=dist.ReduceOp.MAX)[0]
+        while len(local) < int(count):
             local.append([self._blank(template)])
         return local
 
@@ -179,16 +187,21 @@ class LearnerWorker:
         return TrainSequence(group=sequence.group, response_index=sequence.response_index, advantage=0.0, blank=True)
 
     @torch.no_grad()
-    def log_probs(self, sequences: list[TrainSequence], reference: bool = False, template: TrainSequence | None = None) -> list[torch.Tensor]:
-        """Every rank must call it (FSDP collectives), with `template` when its `sequences` may be empty."""
+    def log_probs(
+        self, sequences: list[TrainSequence], reference: bool = False, template: TrainSequence | None = None, gap: LogProbGap | None = None
+    ) -> list[torch.Tensor]:
+        """Every rank must call it (FSDP collectives), with `template` when its `sequences` may be
+        empty; `gap` compares the results with the engine's."""
         model = self.reference if reference else self.policy
         results: list[torch.Tensor] = []
         for micro in self._schedule(sequences, template or sequences[0]):
             batch = self._batch(micro)
-            values = self._log_probs(model, batch).cpu()
+            values, engine_view = (t.cpu() for t in self._log_probs(model, batch))
             for row, sequence in enumerate(micro):
                 if not sequence.blank:
                     results.append(values[row, : len(sequence.response)])
+                    if gap is not None:
+                        gap.add(engine_view[row], sequence)
         return results
 
     # -- the update -----------------------------------------------------------------------------
@@ -214,9 +227,8 @@ class LearnerWorker:
             # optimizer step the old policy is the current one and its log-probs are taken from
             # the training pass itself (detached), saving a forward pass, as verl does.
             fresh = [s for s in sequences if s.staleness == 0]
-            for sequence, old in zip(fresh, self.log_probs(fresh, template=sequences[0])):
+            for sequence, old in zip(fresh, self.log_probs(fresh, template=sequences[0], gap=self.gap)):
                 sequence.old_log_prob = old
-                self.gap.add(old, sequence)
         if self.reference is not None:
             for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
                 sequence.ref_log_prob = ref
@@ -225,10 +237,14 @@ class LearnerWorker:
         totals: dict[str, float] = {}
         for _epoch in range(self.algorithm.ppo_epochs):
             order = list(sequences)
-            if policy_moves:
-                rng.shuffle(order)
-            for part in range(steps_per_epoch):
-                chunk = order[part::steps_per_epoch]
+            if policy_moves:  # whole prompts are shuffled, so a micro-batch still carries few images
+                by_prompt: dict[int, list[TrainSequence]] = {}
+                for sequence in sequences:
+                    by_prompt.setdefault(id(sequence.group), []).append(sequence)
+                prompts = list(by_prompt.values())
+                rng.shuffle(prompts)
+                order = [s for prompt in prompts for s in prompt]
+            for chunk in split_evenly(order, steps_per_epoch):
                 self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
         metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
         metrics["actor/lr"] = lr
@@ -246,9 +262,7 @@ class LearnerWorker:
         totals["_count"] = totals.get("_count", 0) + 1
 
     def _global(self, *values: float, op=dist.ReduceOp.SUM) -> list[float]:
-        tensor = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(tensor, op=op)
-        return tensor.tolist()
+        return all_reduce_values(values, self.device, op)
 
     def _optimizer_step(self, chunk: list[TrainSequence], template: TrainSequence) -> dict[str, float]:
         tokens = sum(len(s.response) for s in chunk)
@@ -264,8 +278,8 @@ class LearnerWorker:
             if self.reference is not None:  # filled on the CPU, moved in one copy
                 ref = _overlay(torch.zeros((len(micro), width)), [s.ref_log_prob for s in micro]).to(self.device)
             advantages = torch.tensor([s.advantage for s in micro], device=self.device).unsqueeze(1) * batch.response_mask
-            log_prob = self._log_probs(self.policy, batch)
-            old = self._old_log_probs(micro, log_prob)
+            log_prob, engine_view = self._log_probs(self.policy, batch)
+            old = self._old_log_probs(micro, log_prob, engine_view)
             parts = policy_objective(
                 self.algorithm,
                 self.recipe.rollout.n,
@@ -300,13 +314,13 @@ class LearnerWorker:
             "actor/skipped_updates": float(skipped),
         }
 
-    def _old_log_probs(self, micro: list[TrainSequence], log_prob: torch.Tensor) -> torch.Tensor:
+    def _old_log_probs(self, micro: list[TrainSequence], log_prob: torch.Tensor, engine_view: torch.Tensor) -> torch.Tensor:
         """Each row's old policy: its own when it has one (a stale sequence's engine log-probs, or
         the learner's before several optimizer steps), else this pass's, detached; the latter are
         the weights the rollout used, so they are compared with the engine's log-probs."""
         for row, sequence in enumerate(micro):
             if sequence.old_log_prob is None:
-                self.gap.add(log_prob[row], sequence)
+                self.gap.add(engine_view[row], sequence)
         return _overlay(log_prob.detach(), [s.old_log_prob for s in micro])
 
     def _is_weights(self, micro: list[TrainSequence], old: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:

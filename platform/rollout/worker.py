@@ -37,6 +37,7 @@ class RolloutWorker:
         self.recipe = recipe_in_actor(recipe)
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         model = self.recipe.model
+        self.pixel_dtype = getattr(torch, self.recipe.learner.param_dtype)
         path = resolve_model_path(model)
         self.processor = load_processor(path, model.min_pixels, model.max_pixels)
         if self.recipe.rollout.engine == "vllm":
@@ -60,6 +61,8 @@ class RolloutWorker:
         groups = self.engine.generate(prompts, sampling)
         if texts_only:
             groups = [replace(g, prompt_ids=[], pixel_values=torch.empty(0), image_grid_thw=torch.empty(0), responses=[]) for g in groups]
+        else:  # the learners' vision tower casts pixels to its compute dtype: in bf16 they travel at half the bytes
+            groups = [replace(g, pixel_values=g.pixel_values.to(self.pixel_dtype)) for g in groups]
         return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, incarnation=self.incarnation)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> str:

@@ -23,9 +23,9 @@ def _check_gather(rank: int, port: int, path: str, results) -> None:
 
     model = shard_blocks(load_policy(path), torch.float32)
     reference = full_state_dict(model)
-    small_buckets = gather_full_weights(model, bucket_bytes=10_000)
-    one_bucket = gather_full_weights(model)
-    half = gather_full_weights(model, dtype=torch.bfloat16)
+    small_buckets = gather_full_weights(model, torch.device("cpu"), bucket_bytes=10_000)
+    one_bucket = gather_full_weights(model, torch.device("cpu"))
+    half = gather_full_weights(model, torch.device("cpu"), dtype=torch.bfloat16)
     if rank == 0:
         uneven = [k for k, v in reference.items() if v.dim() and v.shape[0] % WORLD]
         results.put({
@@ -48,3 +48,47 @@ def test_bucketed_gather_equals_torch_full_state_dict(tiny_model):
     assert outcomes.count(None) == WORLD - 1, outcomes
     assert report["keys"] and report["equal"] and report["bf16"], report
     assert report["uneven"] > 0, f"the model should include tensors that do not split evenly over {WORLD} ranks"
+
+
+def _check_deferred_reduction(rank: int, port: int, path: str, results) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    from types import SimpleNamespace
+
+    from anomalyr1.platform.learner.fsdp import FSDPBackend
+    from anomalyr1.platform.models import load_policy
+
+    def grads(sync_each: bool):
+        torch.manual_seed(0)
+        learner = SimpleNamespace(param_dtype="float32", cpu_offload=False, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0,
+                                  sync_grads_each_micro_batch=sync_each)
+        backend = FSDPBackend(load_policy(path), SimpleNamespace(learner=learner), torch.device("cpu"))
+        embed = backend.module.get_input_embeddings()
+        reduced_early = []
+        for index in range(3):
+            ids = torch.randint(0, 100, (2, 5), generator=torch.Generator().manual_seed(rank * 10 + index))
+            loss = backend.module(input_ids=ids).logits.float().pow(2).mean()
+            backend.backward(loss, last_micro_batch=index == 2)
+            reduced_early.append(embed.weight.grad is not None)
+        return reduced_early, {name: p.grad.to_local().clone() for name, p in backend.module.named_parameters() if p.grad is not None}
+
+    deferred, deferred_grads = grads(False)
+    each, each_grads = grads(True)
+    results.put({
+        "deferred": deferred,
+        "each": each,
+        "same": set(deferred_grads) == set(each_grads) and all(torch.allclose(deferred_grads[k], each_grads[k], atol=1e-6) for k in each_grads),
+    })
+    dist.destroy_process_group()
+
+
+def test_gradients_are_reduced_once_per_optimizer_step(tiny_model):
+    """Sharded gradients appear only after the last micro-batch (no reduce-scatter before it),
+    and equal those reduced after every micro-batch."""
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_check_deferred_reduction, args=(_port(), tiny_model, results), nprocs=2, start_method="spawn")
+    for outcome in [results.get(timeout=120) for _ in range(2)]:
+        assert outcome["deferred"] == [False, False, True], outcome
+        assert outcome["each"] == [True, True, True], outcome
+        assert outcome["same"], outcome
