@@ -208,7 +208,18 @@ def attention_backend(requested: str) -> str:
     return requested
 
 
-def load_policy(path: str, dtype: str = "float32", attn_implementation: str = "sdpa", device: str = "cpu"):
+def load_policy(path: str, dtype: str = "float32", attn_implementation: str = "sdpa", device: str = "cpu", empty: bool = False):
+    """The model from `path` on `device`; empty=True builds it on the meta device from the config
+    alone (no weights read, no memory): for a learner rank that receives rank 0's weights."""
+    if empty:
+        from transformers import AutoConfig
+
+        with torch.device("meta"):
+            model = Qwen2_5_VLForConditionalGeneration._from_config(
+                AutoConfig.from_pretrained(path), dtype=getattr(torch, dtype), attn_implementation=attention_backend(attn_implementation)
+            )
+        encode_each_image_once(model.model.visual)
+        return model
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=getattr(torch, dtype), attn_implementation=attention_backend(attn_implementation)
     )

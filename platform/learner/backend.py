@@ -40,6 +40,12 @@ class PolicyBackend(Protocol):
     def load_state(self, directory: Path, rank: int, world_size: int) -> dict: ...
 
 
+def rank0_loads_weights(name: str, world_size: int) -> bool:
+    """Whether only rank 0 reads the weights from disk and the other ranks build the model empty
+    (meta device) and receive their shards: FSDP2 with several ranks. DeepSpeed loads on every rank."""
+    return name == "fsdp2" and world_size > 1
+
+
 def make_backend(name: str, policy: nn.Module, recipe, device: torch.device, reference: bool = False) -> PolicyBackend | nn.Module:
     """The policy wrapped by the recipe's backend; with reference=True, a frozen sharded copy.
     `device` is where the learner computes and its collectives' tensors live."""
@@ -47,8 +53,8 @@ def make_backend(name: str, policy: nn.Module, recipe, device: torch.device, ref
         from anomalyr1.platform.learner.deepspeed import DeepSpeedBackend, frozen_reference
 
         return frozen_reference(policy, recipe) if reference else DeepSpeedBackend(policy, recipe)
-    from anomalyr1.platform.learner.fsdp import FSDPBackend, shard_blocks
+    from anomalyr1.platform.learner.fsdp import FSDPBackend, shard_policy
 
     if reference:
-        return shard_blocks(policy, getattr(torch, recipe.learner.param_dtype), recipe.learner.cpu_offload)
+        return shard_policy(policy, getattr(torch, recipe.learner.param_dtype), recipe.learner.cpu_offload, device)
     return FSDPBackend(policy, recipe, device)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 
@@ -30,6 +30,36 @@ def shard_blocks(model: nn.Module, param_dtype: torch.dtype, cpu_offload: bool =
         fully_shard(block, mp_policy=policy, offload_policy=offload)
     fully_shard(model, mp_policy=policy, offload_policy=offload)
     return model
+
+
+def shard_from_rank0(model: nn.Module, param_dtype: torch.dtype, cpu_offload: bool, device: torch.device) -> nn.Module:
+    """Shard a model that only rank 0 loaded (the others built it on the meta device): rank 0
+    broadcasts each tensor once and every rank keeps its shard, so the host holds one full copy
+    of the weights instead of one per learner (at 3B with a bf16 reference, ~90 GB across four).
+
+    Buffers are not in the state dict (rotary inverse frequencies are non-persistent), so they
+    are broadcast from rank 0 too. Every rank must call it.
+    """
+    full = model.state_dict() if dist.get_rank() == 0 else {}  # the full tensors, before sharding replaces them
+    shard_blocks(model, param_dtype, cpu_offload)
+    if dist.get_rank() != 0:
+        model.to_empty(device="cpu" if cpu_offload else device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=cpu_offload))
+    del full
+    with torch.no_grad():
+        for buffer in model.buffers():
+            carried = buffer.to(device)
+            dist.broadcast(carried, src=0)
+            buffer.copy_(carried)
+    return model
+
+
+def shard_policy(model: nn.Module, param_dtype: torch.dtype, cpu_offload: bool, device: torch.device) -> nn.Module:
+    """Shard a model as the learner loaded it: from rank 0's copy when several ranks share it
+    (see backend.rank0_loads_weights), else the rank's own."""
+    if dist.get_world_size() > 1:
+        return shard_from_rank0(model, param_dtype, cpu_offload, device)
+    return shard_blocks(model, param_dtype, cpu_offload)
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -108,7 +138,7 @@ class FSDPBackend:
         learner = recipe.learner
         self.device = device
         self.sync_each_micro_batch = learner.sync_grads_each_micro_batch
-        self.module = shard_blocks(policy, getattr(torch, learner.param_dtype), learner.cpu_offload)
+        self.module = shard_policy(policy, getattr(torch, learner.param_dtype), learner.cpu_offload, device)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs, collate, response_scores, split_evenly, truncated_log_probs
 from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
-from anomalyr1.platform.learner.backend import make_backend
+from anomalyr1.platform.learner.backend import make_backend, rank0_loads_weights
 from anomalyr1.platform.learner.collectives import all_reduce_values, process_group_backend
 from anomalyr1.platform.learner.schedule import current_lr, lr_scheduler
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
@@ -109,7 +109,10 @@ class LearnerWorker:
         self.suppressed = suppressed_token_ids(tokenizer)
         attn = self.recipe.model.attn_implementation
         policy_path = str(Path(resume_from) / "model") if resume_from else self.model_path
-        policy = load_policy(policy_path, "float32", attn, str(self.device))
+        rank0_only = rank0_loads_weights(learner.backend, self.world_size)
+        empty = rank0_only and self.rank != 0
+        load_device = "cpu" if rank0_only else str(self.device)  # rank 0's full copy stays on the host until sharded
+        policy = load_policy(policy_path, "float32", attn, load_device, empty=empty)
         self.image_token_id = policy.config.image_token_id
         if learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -125,7 +128,7 @@ class LearnerWorker:
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.algorithm.kl_coef > 0:
             # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
-            reference = load_policy(self.model_path, learner.param_dtype, attn, str(self.device)).eval()
+            reference = load_policy(self.model_path, learner.param_dtype, attn, load_device, empty=empty).eval()
             reference.requires_grad_(False)
             self.reference = make_backend(learner.backend, reference, self.recipe, self.device, reference=True)
 

@@ -92,3 +92,51 @@ def test_gradients_are_reduced_once_per_optimizer_step(tiny_model):
         assert outcome["deferred"] == [False, False, True], outcome
         assert outcome["each"] == [True, True, True], outcome
         assert outcome["same"], outcome
+
+
+def _check_rank0_load(rank: int, port: int, path: str, results) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    import transformers
+
+    from anomalyr1.platform.learner.fsdp import full_state_dict, shard_policy
+    from anomalyr1.platform.models import load_policy
+
+    expected = load_policy(path)  # what every rank should end up holding
+    reads = []
+    original = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained.__func__
+    transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained = classmethod(lambda cls, *a, **k: reads.append(1) or original(cls, *a, **k))
+    model = load_policy(path, empty=rank != 0)
+    sharded = shard_policy(model, torch.float32, False, torch.device("cpu"))
+    buffers_equal = all(torch.equal(b, dict(expected.named_buffers())[n]) for n, b in sharded.named_buffers())
+    tied = sharded.lm_head.weight is sharded.get_input_embeddings().weight
+    state = full_state_dict(sharded)
+    truth = expected.state_dict()
+    results.put({
+        "rank": rank,
+        "reads": len(reads),
+        "buffers": buffers_equal,
+        "tied": tied == expected.config.tie_word_embeddings,
+        "equal": None if rank else set(state) == set(truth) and all(torch.equal(state[k], truth[k]) for k in truth),
+    })
+    dist.destroy_process_group()
+
+
+def test_only_rank0_reads_the_weights_and_every_rank_gets_its_shard(tiny_model, tmp_path):
+    """The other ranks build the model on the meta device and receive their shards (and the
+    non-persistent rotary buffers) from rank 0; tied embeddings stay tied, as Qwen2.5-VL-3B's
+    are (every training run with two learners covers the untied tiny model)."""
+    from anomalyr1.platform.models import load_policy
+
+    path = tmp_path / "model"
+    model = load_policy(tiny_model)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.get_input_embeddings().weight
+    model.save_pretrained(path)
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_check_rank0_load, args=(_port(), str(path), results), nprocs=WORLD, start_method="spawn")
+    outcomes = sorted((results.get(timeout=120) for _ in range(WORLD)), key=lambda o: o["rank"])
+    assert [o["reads"] for o in outcomes] == [1] + [0] * (WORLD - 1), outcomes
+    assert all(o["buffers"] and o["tied"] for o in outcomes), outcomes
+    assert outcomes[0]["equal"], outcomes
