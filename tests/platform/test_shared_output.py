@@ -1,12 +1,12 @@
 """Checkpoints written on a node other than the driver's, and learners that cannot see output_dir.
 
 A real two-node Ray (ray.cluster_utils.Cluster, one raylet per node) runs in a subprocess, so the
-session's Ray is never touched: the head, where the driver attaches, has no CPU, so every actor,
-the learners included, lands on the other node, and the raylets work in another folder than the
-driver, as on a cluster started elsewhere (`ray start`), so a relative output_dir must reach the
-learners as the driver's absolute one. Both nodes share this machine's file system, so
-a node that does not see output_dir is simulated by leaving the driver's marker elsewhere than
-output_dir, which is what such a learner would find there: nothing, or its own stale copy.
+session's Ray is never touched. The head, where the driver attaches, has no CPU, so every actor
+lands on the other node; and the raylets start in another folder than the driver's, as on a
+cluster started with `ray start`, so a relative output_dir must reach the learners as the
+driver's absolute folder. Both nodes share this machine's disk, so a learner node that does not
+see output_dir is simulated: the driver's marker is left outside output_dir, and the learners
+find there what such a node would: nothing, or a stale marker of their own.
 """
 
 import json
