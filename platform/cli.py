@@ -47,15 +47,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    # fails here, before any contact with the cluster; paths are checked where the job runs
+    # fails here, before any contact with the cluster (a relative path too, in job_spec); files are looked for where the job runs
     recipe = load_recipe(args.recipe, args.overrides, check_files=False)
     from pathlib import Path
 
     from anomalyr1.platform.submit import SubmitError, follow, job_spec, submit
 
-    if not Path(recipe.trainer.output_dir).expanduser().is_absolute():
-        print(f"note: trainer.output_dir {recipe.trainer.output_dir!r} is relative: it lands in the job's temporary copy "
-              "of the repository on the head node; give an absolute path on shared storage to keep the outputs", file=sys.stderr)
     try:
         job_id = submit(job_spec(args.recipe, args.overrides, recipe, Path.cwd()), args.address)
         print(f"job: {job_id}", flush=True)

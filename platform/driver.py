@@ -45,6 +45,7 @@ from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
+from anomalyr1.platform.shared_output import check_learners_see
 from anomalyr1.platform.staleness import may_launch, staleness_metrics
 from anomalyr1.rewards import RewardResult
 
@@ -117,7 +118,7 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
-        self.output = Path(recipe.trainer.output_dir).expanduser()
+        self.output = Path(recipe.trainer.output_dir).expanduser().absolute()  # the learners' working folder is their raylet's, not ours
         self.model_path = resolve_model_path(recipe.model)
         self.data = load_training_data(recipe.data, recipe.model.cache_dir)
         held_out = recipe.trainer.eval_samples if recipe.trainer.eval_every else 0
@@ -196,6 +197,7 @@ class Trainer:
         world = self.recipe.learner.workers
         learner_cls = ray.remote(LearnerWorker)
         self.learners = [learner_cls.options(max_restarts=0, **self._on("learner", i)).remote(i, world, self._raw) for i in range(world)]
+        check_learners_see(self.output, self.learners)  # before any model loads: checkpoints need output_dir shared
         address, port = ray.get(self.learners[0].rendezvous.remote())
         resume_from = str(self.resume_from) if self.resume_from else None
         self._on_learners("setup", address, port, resume_from)

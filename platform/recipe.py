@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 TINY_MODEL = "builtin:tiny-qwen2.5-vl"
 """A model path that builds a tiny random Qwen2.5-VL offline on first use (see models.py)."""
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""What a Hugging Face hub id (org/name) looks like; a model.path that is no folder here must match it."""
+
 DEFAULT_RECIPE = "tiny_cpu.yaml"
 
 
@@ -64,7 +67,7 @@ class ModelConfig(Section):
             return value
         if value.startswith("builtin:"):
             raise ValueError(f"unknown builtin model (expected {TINY_MODEL})")
-        if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value):
+        if HUB_ID.fullmatch(value):
             return value  # a hub id; resolved by transformers where the model loads
         raise ValueError("no such folder (expected a model folder, a hub id org/name, or " + TINY_MODEL + ")")
 
@@ -406,6 +409,10 @@ def parse_recipe(raw: Any, origin: str = "recipe", overrides: list[str] = (), ch
             raise RecipeError(f"{origin}: {_describe(first)} (expected one of: {allowed})") from None
         raise RecipeError(f"{origin}: {_describe(first)}") from None
     _check_reward_specs(recipe, origin)
+    if check_files:  # where the recipe runs: under a Ray job, its relative paths would name per-node temporary folders
+        from anomalyr1.platform.job_paths import refuse_relative_paths_in_ray_job
+
+        refuse_relative_paths_in_ray_job(recipe, origin)
     return recipe
 
 
@@ -438,7 +445,8 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
 def load_recipe(path: str | None, overrides: list[str] = (), check_files: bool = True) -> Recipe:
     """Read and validate a recipe; `path=None` is the embedded tiny CPU recipe.
 
-    check_files=False skips the checks that files exist (model, data, few-shot file), for a
+    check_files=False skips the checks that belong to the machine the recipe runs on (that the
+    model, data and few-shot file exist; under a Ray job, that its paths are absolute), for a
     recipe checked on one machine and run on another (`anomalyr1 submit`)."""
     if path is None:
         text = importlib.resources.files("anomalyr1.recipes").joinpath(DEFAULT_RECIPE).read_text()

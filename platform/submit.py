@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from anomalyr1.platform.job_paths import ABSOLUTE_RULE, describe, relative_paths
 from anomalyr1.platform.recipe import Recipe
 
-EXCLUDES = [".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "/runs", "/.cache", "/build", "/dist"]
-"""Version history, virtual environments, run outputs and caches: never needed by the job.
-Gitignore patterns without a trailing slash, which also match the folder itself, so Ray skips
-it whole instead of walking (a virtualenv: tens of thousands of files) and dropping each file."""
+EXCLUDES = [".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "/runs", "/data", "/.cache", "/build", "/dist"]
+"""Version history, virtual environments, run outputs, data sets (`data/`, where MMAD is often
+unpacked: tens of GiB, and the job reads its data at an absolute path anyway) and caches: never
+needed by the job. Gitignore patterns without a trailing slash, which also match the folder
+itself, so Ray skips it whole instead of walking (a virtualenv: tens of thousands of files) and
+dropping each file."""
 
 
 class SubmitError(RuntimeError):
@@ -61,9 +64,16 @@ def job_spec(recipe_path: str, overrides: list[str], recipe: Recipe, cwd: Path) 
     clash = sorted(set(recipe.trainer.runtime_env_vars) & set(ACTOR_ENV))
     if clash:
         raise SubmitError(f"trainer.runtime_env_vars: {', '.join(clash)} is set by the platform for every actor; leave it out")
+    relative_keys = relative_paths(recipe, root)  # the job's working folder is its copy of root
+    if relative_keys:
+        raise SubmitError(
+            f"{describe(relative_keys)} relative: the job resolves relative paths in Ray's temporary copy of {root}, "
+            f"a different one on each node, deleted after the job; {ABSOLUTE_RULE}"
+        )
     excludes = list(EXCLUDES)
-    for own in (recipe.trainer.output_dir, recipe.model.cache_dir):  # outputs and built models of earlier local runs
-        inside = _inside(own, root)
+    model_folder = recipe.model.path if Path(recipe.model.path).expanduser().is_absolute() else None
+    for own in (recipe.trainer.output_dir, recipe.model.cache_dir, recipe.data.root, model_folder):  # read or written at their own paths
+        inside = _inside(own, root) if own else None
         if inside is not None:
             excludes.append(f"/{inside}")
     runtime_env: dict = {"working_dir": str(root), "excludes": excludes}

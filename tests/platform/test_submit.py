@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -67,24 +68,59 @@ def test_a_recipe_outside_the_repository_is_refused(local, tmp_path):
             job_spec(str(outside), local, recipe, cwd=tmp_path)
 
 
-def test_the_upload_leaves_out_environments_outputs_and_caches(local, tmp_path):
+def _uploaded(root: Path, package: Path, excludes: list[str]) -> set[str]:
     from ray._private.runtime_env.packaging import create_package
 
-    root = tmp_path / "repo"
-    kept = ["pyproject.toml", "recipes/r.yaml", "platform/cli.py", "tests/runs/case.json", "data/build/notes.txt"]  # only top-level runs/, build/
-    dropped = [".venv/lib/site.py", ".git/HEAD", "runs/x/metrics.jsonl", "platform/__pycache__/cli.pyc",
-               "anomalyr1.egg-info/PKG-INFO", "out/run/final/model.safetensors", "cache/tiny/config.json",
-               ".pytest_cache/v", ".hypothesis/db", "build/lib/x.py", "dist/x.whl"]
-    for name in kept + dropped:
+    create_package(str(root), package, include_gitignore=True, excludes=excludes)
+    return {name for name in zipfile.ZipFile(package).namelist() if not name.endswith("/")}
+
+
+def _files(root: Path, names: list[str]) -> None:
+    for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("x")
+
+
+def test_the_upload_leaves_out_environments_data_outputs_and_caches(local, tmp_path):
+    root = tmp_path / "repo"
+    kept = ["pyproject.toml", "recipes/r.yaml", "platform/cli.py", "tests/runs/case.json", "tests/data/case.json",
+            "builds/notes.txt"]  # only top-level runs/, data/, build/
+    dropped = [".venv/lib/site.py", ".git/HEAD", "runs/x/metrics.jsonl", "platform/__pycache__/cli.pyc",
+               "anomalyr1.egg-info/PKG-INFO", "data/MMAD/mmad.json", "data/MMAD/VisA/candle/good/000.png",
+               "out/run/final/model.safetensors", "cache/tiny/config.json", "sets/mine/mmad.json", "models/m/config.json",
+               ".pytest_cache/v", ".hypothesis/db", "build/lib/x.py", "dist/x.whl"]
+    _files(root, kept + dropped)
     shutil.copy(TINY, root / "recipes" / "r.yaml")
-    overrides = local + ["trainer.output_dir=out/run", "model.cache_dir=cache"]  # the job's relative paths: inside the root
-    spec = job_spec(str(root / "recipes" / "r.yaml"), overrides, load_recipe(str(root / "recipes" / "r.yaml"), overrides), cwd=REPO)
-    package = tmp_path / "package.zip"
-    create_package(str(root), package, include_gitignore=True, excludes=spec.runtime_env["excludes"])
-    uploaded = {name for name in zipfile.ZipFile(package).namelist() if not name.endswith("/")}
-    assert uploaded == set(kept)
+    # absolute paths that happen to lie inside the root: read and written there, never from the upload
+    overrides = local + [f"trainer.output_dir={root}/out/run", f"model.cache_dir={root}/cache", "data.source=mmad",
+                         f"data.root={root}/sets/mine", f"model.path={root}/models/m"]
+    recipe = load_recipe(str(root / "recipes" / "r.yaml"), overrides, check_files=False)
+    spec = job_spec(str(root / "recipes" / "r.yaml"), overrides, recipe, cwd=REPO)
+    assert _uploaded(root, tmp_path / "package.zip", spec.runtime_env["excludes"]) == set(kept)
+
+
+def test_the_repository_gitignore_keeps_data_out_of_a_plain_ray_job_submit(tmp_path):
+    """`ray job submit --working-dir .` has no excludes of ours, but Ray honours .gitignore."""
+    root = tmp_path / "repo"
+    _files(root, ["pyproject.toml", "tests/data/case.json", "data/MMAD/mmad.json"])
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    assert _uploaded(root, tmp_path / "package.zip", []) == {"pyproject.toml", "tests/data/case.json", ".gitignore"}
+
+
+def test_relative_paths_are_refused_before_the_cluster_is_contacted(local, capsys):
+    overrides = local + ["trainer.output_dir=runs/mine", "data.source=mmad", "data.root=data/MMAD"]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        address = f"http://127.0.0.1:{server.getsockname()[1]}"
+        assert cli.main(["submit", str(TINY), "--address", address, *[f"--set={o}" for o in overrides]]) == 2
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody knocked
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: data.root = 'data/MMAD', trainer.output_dir = 'runs/mine' are relative: the job resolves relative paths "
+                   f"in Ray's temporary copy of {REPO}, a different one on each node, deleted after the job; use an absolute path "
+                   "on storage every node shares (e.g. /shared/...)")
 
 
 def _free_port() -> int:
@@ -150,6 +186,13 @@ def test_submit_runs_the_tiny_recipe_as_a_job_on_a_ray_head(local, tmp_path):
             env=env, capture_output=True, text=True, timeout=120,
         )
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        # Ray marks a job's entrypoint as job_paths expects: the embedded recipe's relative output_dir is refused
+        jobs = JobSubmissionClient(address)
+        refused = jobs.submit_job(entrypoint="python -m anomalyr1.platform.cli validate")
+        deadline = time.monotonic() + 120
+        while not (refused_status := jobs.get_job_status(refused)).is_terminal() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        refused_logs = jobs.get_job_logs(refused)
         small = ["trainer.steps=2", "trainer.prompts_per_step=2", "rollout.workers=1", "reward.actors=1", "learner.workers=1"]
         done = subprocess.run(
             [str(bin_dir / "anomalyr1"), "submit", str(TINY), "--address", address, *[f"--set={o}" for o in local + small]],
@@ -160,6 +203,8 @@ def test_submit_runs_the_tiny_recipe_as_a_job_on_a_ray_head(local, tmp_path):
     finally:
         kill_processes_under(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    assert refused_status == JobStatus.FAILED, refused_logs[-3000:]
+    assert f"error: tiny_cpu.yaml: trainer.output_dir = 'runs/tiny_cpu' is relative, and this runs as Ray job {refused}," in refused_logs
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert job, done.stdout[-3000:]
     assert status == JobStatus.SUCCEEDED
