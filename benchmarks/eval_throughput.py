@@ -36,7 +36,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="anomalyr1-eval-bench-"))
     model = build_tiny_qwen2_5_vl(work / "model")
     data = generate_synthetic_mmad(work / "data")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
     print(f"{os.cpu_count()} CPUs; tiny model, synthetic set, mmad_eval prompt")
     print("| rollout workers | questions | batch | questions/s (answering) | wall s incl. worker start |")
     print("|---|---|---|---|---|")

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=400)
     parser.add_argument("--g", type=int, default=8)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     print(f"{'reward':<10}{'actors':>7}{'completions/s':>15}{'per actor':>11}{'speed-up':>10}")
     for reward in ("roam", "bbox_iou"):
         work = batch(reward, args.groups, args.g)

@@ -67,6 +67,7 @@ def connect_ray(recipe: Recipe) -> None:
     else:
         trainer = recipe.trainer
         ray.init(
+            address="local",  # a new one: without it Ray joins any cluster `ray start` left on this machine
             num_cpus=os.cpu_count(),
             include_dashboard=trainer.dashboard,
             dashboard_host=trainer.dashboard_host,

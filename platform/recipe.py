@@ -250,6 +250,19 @@ class AlgorithmConfig(Section):
         return value
 
 
+class LoraConfig(Section):
+    rank: int = Field(0, ge=0)
+    """LoRA rank r of the adapters trained instead of the whole model (PEFT); 0: full fine-tuning."""
+    alpha: float = Field(16.0, gt=0)
+    """LoRA scaling numerator: the adapter's update is alpha / rank x B A."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapters' input while training (makes the training pass stochastic)."""
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1)
+    """Names of the linear layers that get adapters, in the language model only unless `vision`."""
+    vision: bool = False
+    """Also adapt the vision tower's layers of those names (vLLM applies no LoRA there, so only merged weights reach it)."""
+
+
 class LearnerConfig(Section):
     backend: Literal["fsdp2", "deepspeed"] = "fsdp2"
     """How the policy is sharded across learner ranks."""
@@ -285,6 +298,8 @@ class LearnerConfig(Section):
     """Recompute activations in backward: less memory, more compute."""
     cpu_offload: bool = False
     """FSDP2 CPU offload of parameters and optimizer state."""
+    lora: LoraConfig = LoraConfig()
+    """Train LoRA adapters instead of the whole model (learner.lora.rank > 0)."""
     num_cpus: float = Field(1.0, gt=0)
     """CPUs reserved per learner."""
     num_gpus: float = Field(0.0, ge=0)
@@ -346,6 +361,13 @@ class Recipe(Section):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     learner: LearnerConfig = LearnerConfig()
     trainer: TrainerConfig
+
+    @model_validator(mode="after")
+    def _lora_on_fsdp2(self) -> "Recipe":
+        if self.learner.lora.rank and self.learner.backend != "fsdp2":
+            raise ValueError(f"learner.lora.rank = {self.learner.lora.rank}: adapters train on the fsdp2 backend only, "
+                             f"not learner.backend = {self.learner.backend!r}")
+        return self
 
     @model_validator(mode="after")
     def _engine_log_probs_match_the_learners(self) -> "Recipe":

@@ -50,6 +50,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never a cluster another process started on this machine
             num_cpus=2,
             include_dashboard=False,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},

@@ -139,7 +139,8 @@ class FSDPBackend:
         self.device = device
         self.sync_each_micro_batch = learner.sync_grads_each_micro_batch
         self.module = shard_policy(policy, getattr(torch, learner.param_dtype), learner.cpu_offload, device)
-        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
+        trainable = [p for p in self.module.parameters() if p.requires_grad]  # with LoRA, the adapters alone
+        self.optimizer = torch.optim.AdamW(trainable, lr=learner.lr, betas=learner.betas, weight_decay=learner.weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor, last_micro_batch: bool) -> None:

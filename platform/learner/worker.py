@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs
 from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
 from anomalyr1.platform.learner.backend import make_backend, rank0_loads_weights
 from anomalyr1.platform.learner.collectives import all_reduce_values, process_group_backend
+from anomalyr1.platform.learner.lora import ADAPTER_DIR, add_adapters, merged_weights, save_adapters, trainable_share
 from anomalyr1.platform.learner.schedule import current_lr, lr_scheduler
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import recipe_in_actor
@@ -108,7 +110,9 @@ class LearnerWorker:
         self.pad_id = tokenizer.pad_token_id
         self.suppressed = suppressed_token_ids(tokenizer)
         attn = self.recipe.model.attn_implementation
-        policy_path = str(Path(resume_from) / "model") if resume_from else self.model_path
+        self.lora = learner.lora if learner.lora.rank else None
+        # with adapters the base is always the starting model, and a checkpoint holds the adapters
+        policy_path = str(Path(resume_from) / "model") if resume_from and not self.lora else self.model_path
         rank0_only = rank0_loads_weights(learner.backend, self.world_size)
         empty = rank0_only and self.rank != 0
         load_device = "cpu" if rank0_only else str(self.device)  # rank 0's full copy stays on the host until sharded
@@ -117,6 +121,8 @@ class LearnerWorker:
         if learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
+        if self.lora:
+            policy = add_adapters(policy, self.lora, Path(resume_from) / "model" / ADAPTER_DIR if resume_from else None)
         self.engine = make_backend(learner.backend, policy, self.recipe, self.device)
         self.policy = self.engine.module
         self.scheduler = lr_scheduler(self.engine.optimizer, learner.lr_scheduler, learner.warmup_steps, self.recipe.trainer.steps)
@@ -125,8 +131,10 @@ class LearnerWorker:
             saved = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size)
             self.updates = saved.get("updates", 0)
             self.scheduler.load_state_dict(saved["lr_scheduler"])
+        self.first_metrics = {"learner/trainable_share": trainable_share(self.policy)}
+        """Reported with the first update after setup."""
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
-        if self.algorithm.kl_coef > 0:
+        if self.algorithm.kl_coef > 0 and not self.lora:  # with adapters, the base is the reference
             # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
             reference = load_policy(self.model_path, learner.param_dtype, attn, load_device, empty=empty).eval()
             reference.requires_grad_(False)
@@ -195,11 +203,12 @@ class LearnerWorker:
     ) -> list[torch.Tensor]:
         """Every rank must call it (FSDP collectives), with `template` when its `sequences` may be
         empty; `gap` compares the results with the engine's."""
-        model = self.reference if reference else self.policy
+        model = self.reference if reference and self.reference is not None else self.policy
         results: list[torch.Tensor] = []
         for micro in self._schedule(sequences, template or sequences[0]):
             batch = self._batch(micro)
-            values, engine_view = (t.cpu() for t in self._log_probs(model, batch))
+            with self.policy.disable_adapter() if reference and self.lora else nullcontext():
+                values, engine_view = (t.cpu() for t in self._log_probs(model, batch))
             for row, sequence in enumerate(micro):
                 if not sequence.blank:
                     results.append(values[row, : len(sequence.response)])
@@ -232,7 +241,7 @@ class LearnerWorker:
             fresh = [s for s in sequences if s.staleness == 0]
             for sequence, old in zip(fresh, self.log_probs(fresh, template=sequences[0], gap=self.gap)):
                 sequence.old_log_prob = old
-        if self.reference is not None:
+        if self.algorithm.kl_coef > 0:
             for sequence, ref in zip(sequences, self.log_probs(sequences, reference=True)):
                 sequence.ref_log_prob = ref
         lr = current_lr(self.engine.optimizer)  # what every optimizer step of this training step applies
@@ -251,6 +260,8 @@ class LearnerWorker:
                 self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
         metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
         metrics["actor/lr"] = lr
+        metrics.update(self.first_metrics)
+        self.first_metrics = {}
         self.scheduler.step()  # once per training step, applied or skipped, so the curve follows trainer.steps
         gap_total, gap_tokens = self._global(self.gap.total, self.gap.tokens)
         if gap_tokens:
@@ -278,7 +289,7 @@ class LearnerWorker:
                 batch.response_mask = torch.zeros_like(batch.response_mask)
             width = batch.responses.shape[1]
             ref = None
-            if self.reference is not None:  # filled on the CPU, moved in one copy
+            if self.algorithm.kl_coef > 0:  # filled on the CPU, moved in one copy
                 ref = _overlay(torch.zeros((len(micro), width)), [s.ref_log_prob for s in micro]).to(self.device)
             advantages = torch.tensor([s.advantage for s in micro], device=self.device).unsqueeze(1) * batch.response_mask
             log_prob, engine_view = self._log_probs(self.policy, batch)
@@ -343,21 +354,39 @@ class LearnerWorker:
         on to the rollout workers without ever holding a copy; every rank must be called."""
         import ray
 
-        state = self.engine.rollout_weights(getattr(torch, self.recipe.model.dtype))
+        dtype = getattr(torch, self.recipe.model.dtype)
+        if not self.lora:
+            state = self.engine.rollout_weights(dtype)
+        else:  # merged in fp32, then cast: adapters never reach an engine as such
+            gathered = self.engine.rollout_weights(torch.float32)
+            state = None if gathered is None else {k: v.to(dtype) for k, v in merged_weights(gathered, self.lora).items()}
         return [ray.put(state)] if state is not None else None
 
-    def fingerprint(self) -> float | None:
-        state = self.engine.full_state_dict()
-        return fingerprint(state.items()) if state is not None else None
-
-    def save_model(self, directory: str) -> None:
-        """A from_pretrained-loadable folder (fp32 weights, config, processor), written at rank 0."""
+    def _policy_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """At rank 0 (None elsewhere): the full fp32 weights under the base model's names, adapters
+        merged, and the state dict they came from; collective."""
         state = self.engine.full_state_dict()
         if state is None:
+            return None
+        return (merged_weights(state, self.lora) if self.lora else state), state
+
+    def fingerprint(self) -> float | None:
+        weights = self._policy_weights()
+        return fingerprint(weights[0].items()) if weights is not None else None
+
+    def save_model(self, directory: str) -> None:
+        """A from_pretrained-loadable folder (fp32 weights, config, processor), written at rank 0;
+        with LoRA the adapters merged, and beside them in PEFT's format (adapter/)."""
+        weights = self._policy_weights()
+        if weights is None:
             return
+        merged, state = weights
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        getattr(self.policy, "module", self.policy).save_pretrained(out, state_dict=state)  # DeepSpeed wraps the model
+        model = self.policy.get_base_model() if self.lora else getattr(self.policy, "module", self.policy)  # DeepSpeed wraps the model
+        model.save_pretrained(out, state_dict=merged)
+        if self.lora:
+            save_adapters(self.policy, state, out / ADAPTER_DIR)
         self.processor.save_pretrained(out)
 
     def save_state(self, directory: str) -> None:
