@@ -13,19 +13,21 @@ still leaves the others' figures:
 - sam2: a random SAM2 segments boxes on a batch of images (timed after a warm-up).
 
     python benchmarks/gpu_check.py                 # on a GPU: the random Qwen2.5-VL-3B of gpu_3b.py, bf16, sdpa
-    python benchmarks/gpu_check.py --device cpu    # anywhere: the builtin tiny model, fp32
+    python benchmarks/gpu_check.py --device cpu    # anywhere: the tiny model of the tests, fp32, gloo
 
 Progress goes to stderr; stdout gets one JSON line (README "Checking a GPU" says what each field
-means), with "ok": true only when every part ran. The project need not be installed: where
-`anomalyr1` does not import, this checkout is imported as it (pyproject.toml maps each of its
-subpackages to the folder of the same name). verl imports Ray at module level but the GRPO math
-the learners take from it never calls Ray; where Ray is missing (the lent machine), a stand-in
-module lets verl import and raises on any use.
+means), with "ok": true, and exit status 0, only when every part ran.
+
+The project need not be installed: where `anomalyr1` does not import, this checkout is imported as
+it (pyproject.toml maps each of its subpackages to the folder of the same name). verl imports Ray
+at module level but the GRPO math the learners take from it never calls Ray; where Ray is missing
+(the lent machine), a stand-in module lets verl import and raises on any use.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.machinery
 import importlib.util
 import json
@@ -111,7 +113,7 @@ class Check:
         if failed:
             self.errors[name] = f"not run: needs {', '.join(failed)}"
             return None
-        began = time.perf_counter()
+        began, before = time.perf_counter(), dict(self.figures)
         try:
             result = part()
         except Exception as exc:  # noqa: BLE001  (every failure is this part's figure)
@@ -119,7 +121,8 @@ class Check:
             self.errors[name] = f"{type(exc).__name__}: {exc}"[:1000]
             log(f"{name} FAILED after {time.perf_counter() - began:.1f}s: {self.errors[name]}")
             return None
-        log(f"{name} ran in {time.perf_counter() - began:.1f}s")
+        figures = {key: value for key, value in self.figures.items() if value != before[key]}
+        log(f"{name} ran in {time.perf_counter() - began:.1f}s {json.dumps(figures)}")
         return result
 
     def synchronize(self) -> None:
@@ -170,8 +173,8 @@ def learn(check: Check, folder: Path, model, size: dict, peak_tflops: float) -> 
     gpu = check.device == "cuda"
     learner = LearnerWorker(0, 1, learner_recipe(folder, size["micro_batch"], gpu).model_dump(mode="json"))
     learner.setup("127.0.0.1", free_port())
-    if learner.backend != ("nccl" if gpu else "gloo"):
-        raise RuntimeError(f"the learner chose {learner.backend} on {check.device}")
+    if learner.device.type != check.device:
+        raise RuntimeError(f"the learner chose {learner.device}, not {check.device}")
     sequences = random_sequences(encoded, size["n"], size["response"], len(processor.tokenizer))
     tokens = sum(len(s.group.prompt_ids) + len(s.response) for s in sequences)
     learner.update(sequences, len(sequences), seed=0)  # warm-up
@@ -235,7 +238,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the MFU (989: H100 and H200 SXM)")
+    parser.add_argument("--deadline-s", type=float, default=420.0,
+                        help="print every thread's stack and exit after this long: a hung collective still says where it hung")
     args = parser.parse_args()
+    faulthandler.dump_traceback_later(args.deadline_s, exit=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
     size = SIZES[args.device]
@@ -246,11 +252,14 @@ def main() -> None:
     engine = check.run("rollout", lambda: rollout(check, folder, model, size), needs=("model",))
     learner = check.run("learner", lambda: learn(check, folder, model, size, args.peak_tflops), needs=("model",))
     check.run("weight_sync", lambda: sync_weights(check, learner, engine, model), needs=("rollout", "learner"))
-    if learner is not None:
-        learner.shutdown()
+    if torch.distributed.is_initialized():  # also after a learner that failed past joining
+        torch.distributed.destroy_process_group()
     del engine, learner
     check.run("sam2", lambda: segment(check, work / "sam2", size))
-    print(json.dumps(check.report()), flush=True)
+    faulthandler.cancel_dump_traceback_later()
+    report = check.report()
+    print(json.dumps(report), flush=True)
+    sys.exit(0 if report["ok"] else 1)
 
 
 if __name__ == "__main__":
