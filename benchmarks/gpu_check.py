@@ -254,7 +254,6 @@ def main() -> None:
     check.run("weight_sync", lambda: sync_weights(check, learner, engine, model), needs=("rollout", "learner"))
     if torch.distributed.is_initialized():  # also after a learner that failed past joining
         torch.distributed.destroy_process_group()
-    del engine, learner
     check.run("sam2", lambda: segment(check, work / "sam2", size))
     faulthandler.cancel_dump_traceback_later()
     report = check.report()

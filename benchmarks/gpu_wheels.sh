@@ -3,11 +3,11 @@
 # downloaded into .whl/ (git-ignored; name it in the device run's `carry`). The image has torch,
 # transformers, peft, accelerate, pillow, cloudpickle, numpy, pyyaml; it lacks pydantic (the
 # recipe) and verl (the GRPO math) with what verl imports on the learners' path. Ray stays out
-# (over 60 MiB, more than all that may travel): gpu_check.py stands in for it.
+# (its cp312 wheel is 79 MB, more than the 64 MiB that may travel): gpu_check.py stands in for it.
 #
 #   bash benchmarks/gpu_wheels.sh [python version, default 3.12] [folder, default .whl]
 #
-# Versions are this project's (see the dev venv); orjson has no older cp312 build.
+# Versions are the dev venv's, but orjson's: its 3.8.3 predates cp312 builds, so the current one.
 set -euo pipefail
 version="${1:-3.12}"
 folder="${2:-.whl}"
