@@ -21,6 +21,7 @@ WITHOUT_RAY = (
 
 def test_gpu_check_on_cpu_runs_every_part_without_ray():
     done = subprocess.run([sys.executable, "-c", WITHOUT_RAY], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.stdout.strip(), done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["errors"] == {} and report["ok"] is True, done.stderr[-3000:]
     assert done.returncode == 0
