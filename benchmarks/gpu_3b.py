@@ -1,10 +1,10 @@
 """GPU benchmark: a randomly initialised Qwen2.5-VL-3B (built from its config, nothing downloaded).
 
 Prints, for one GPU: learner tokens/s and MFU for a full GRPO update (reference log-probs, the
-policy's forward and backward with FSDP2 in bf16, AdamW), and rollout tokens/s of the engine the
-recipe names (transformers generate here; vLLM where it is installed).
+policy's forward and backward with FSDP2 in bf16, AdamW), and rollout tokens/s of the hf engine
+(transformers generate; vLLM's throughput is benchmarks/rollout_engines.py's subject).
 
-    python benchmarks/gpu_3b.py [--prompts 8] [--n 8] [--response 256] [--image 448] [--engine hf]
+    python benchmarks/gpu_3b.py [--prompts 8] [--n 8] [--response 256] [--image 448]
 
 MFU counts 6 x params x tokens for the policy's forward+backward and 2 x params x tokens for the
 reference forward (recomputation by gradient checkpointing is not counted as useful work),
@@ -24,11 +24,11 @@ import torch
 from PIL import Image
 
 from anomalyr1.data_pipelines.schema import Sample
-from anomalyr1.platform.batch import RolloutGroup, TrainSequence
-from anomalyr1.platform.encoding import encode_prompt
+from anomalyr1.platform.batch import TrainSequence
+from anomalyr1.platform.encoding import EncodedPrompt, encode_prompt
 from anomalyr1.platform.learner.worker import LearnerWorker, free_port
 from anomalyr1.platform.models import build_tiny_qwen2_5_vl, load_processor
-from anomalyr1.platform.recipe import load_recipe
+from anomalyr1.platform.recipe import Recipe, load_recipe
 from anomalyr1.platform.rollout.hf_engine import HFEngine
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 
@@ -41,7 +41,7 @@ QWEN25_VL_3B = dict(
 """Qwen/Qwen2.5-VL-3B-Instruct's published config (tie_word_embeddings true)."""
 
 
-def build_3b(folder: Path) -> Path:
+def build_3b(folder: Path) -> tuple[Path, int]:
     """The tiny model's tokenizer and processor with the 3B's config and random bf16 weights."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -61,7 +61,8 @@ def build_3b(folder: Path) -> Path:
     return folder, params
 
 
-def prompts(processor, count: int, image_side: int, folder: Path):
+def prompts(processor, count: int, image_side: int, folder: Path) -> list[EncodedPrompt]:
+    """`count` one-image MMAD-style questions on flat-coloured square images."""
     out = []
     for i in range(count):
         path = folder / f"img{i}.png"
@@ -70,6 +71,29 @@ def prompts(processor, count: int, image_side: int, folder: Path):
                         answer="B", question_type="Anomaly Detection", dataset="D", category="bottle", defect_type="good")
         out.append(encode_prompt(processor, sample, load_recipe(None).prompt, image_side * image_side))
     return out
+
+
+def learner_recipe(folder: Path, micro_batch: int, gpu: bool) -> Recipe:
+    """One learner on `folder`'s model as the 3B runs it: FSDP2 with gradient checkpointing, a
+    KL-anchored reference; bf16 compute on one GPU, fp32 on gloo without one."""
+    dtype = "bfloat16" if gpu else "float32"
+    return load_recipe(None, [f"model.path={folder}", "learner.workers=1", f"learner.num_gpus={int(gpu)}", f"learner.param_dtype={dtype}",
+                              "learner.gradient_checkpointing=true", f"learner.micro_batch_size={micro_batch}", "learner.lr=1e-6",
+                              f"model.dtype={dtype}", "algorithm.kl_coef=0.04"])
+
+
+def random_sequences(encoded: list[EncodedPrompt], n: int, length: int, vocab: int) -> list[TrainSequence]:
+    """n responses of exactly `length` random tokens per prompt, advantages +-1: a fixed token
+    count per update, whatever a random model would have generated."""
+    rng = torch.Generator().manual_seed(0)
+    groups = [p.group([torch.randint(10, vocab, (length,), generator=rng).tolist() for _ in range(n)], [""] * n) for p in encoded]
+    return [TrainSequence(group=g, response_index=i, advantage=float((-1) ** i)) for g in groups for i in range(n)]
+
+
+def mfu(params: int, tokens: int, seconds: float, peak_tflops: float) -> float:
+    """Share of the peak used by one update: 6 x params x tokens for the policy's forward and
+    backward, 2 x params x tokens for the reference's forward."""
+    return (6 + 2) * params * tokens / seconds / (peak_tflops * 1e12)
 
 
 def main() -> None:
@@ -103,18 +127,10 @@ def main() -> None:
     gc.collect()
     torch.cuda.empty_cache()
 
-    recipe = load_recipe(None, [f"model.path={folder}", "learner.workers=1", "learner.num_gpus=1", "learner.param_dtype=bfloat16",
-                                "learner.gradient_checkpointing=true", f"learner.micro_batch_size={args.micro_batch}", "learner.lr=1e-6",
-                                "model.dtype=bfloat16", "algorithm.kl_coef=0.04"])
-    learner = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
+    learner = LearnerWorker(0, 1, learner_recipe(folder, args.micro_batch, gpu=True).model_dump(mode="json"))
     learner.setup("127.0.0.1", free_port())
-    vocab = len(processor.tokenizer)
-    rng = torch.Generator().manual_seed(0)
-    fixed = [RolloutGroup(sample=g.sample, prompt_ids=g.prompt_ids, pixel_values=g.pixel_values, image_grid_thw=g.image_grid_thw,
-                          responses=[torch.randint(10, vocab, (args.response,), generator=rng).tolist() for _ in range(args.n)], texts=[""] * args.n)
-             for g in groups]
-    sequences = [TrainSequence(group=g, response_index=i, advantage=float((-1) ** i)) for g in fixed for i in range(args.n)]
-    tokens = sum(len(g.prompt_ids) + len(r) for g in fixed for r in g.responses)
+    sequences = random_sequences(encoded, args.n, args.response, len(processor.tokenizer))
+    tokens = sum(len(s.group.prompt_ids) + len(s.response) for s in sequences)
     learner.update(sequences, len(sequences), 0)  # warm-up
     torch.cuda.synchronize()
     times = []
@@ -124,9 +140,8 @@ def main() -> None:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     median = sorted(times)[len(times) // 2]
-    flops = (6 + 2) * params * tokens
     print(f"learner (FSDP2 bf16, grad checkpointing, reference in bf16): {len(sequences)} sequences, {tokens} tokens per update, "
-          f"median {median:.2f}s = {tokens / median:.0f} tokens/s, MFU {100 * flops / median / (args.peak_tflops * 1e12):.1f}% "
+          f"median {median:.2f}s = {tokens / median:.0f} tokens/s, MFU {100 * mfu(params, tokens, median, args.peak_tflops):.1f}% "
           f"of {args.peak_tflops:g} TFLOP/s; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB; "
           f"grad_norm {result.metrics['actor/grad_norm']:.3f}")
     learner.shutdown()

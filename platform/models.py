@@ -189,9 +189,7 @@ def build_once(target: Path, build: Callable[[Path], object]) -> Path:
 def load_processor(path: str, min_pixels: int | None = None, max_pixels: int | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     overrides = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **overrides)
-    if overrides:  # Qwen's image processor reads its bounds from `size` as well
-        image_processor.size = {"shortest_edge": image_processor.min_pixels, "longest_edge": image_processor.max_pixels}
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **overrides)  # folds the bounds into its `size`
     return ImageOnlyQwen2_5_VLProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template or CHAT_TEMPLATE
     )

@@ -113,3 +113,16 @@ def test_the_cached_tiny_model_is_named_after_how_it_is_built(monkeypatch, tmp_p
     assert built.endswith(f"tiny-qwen2.5-vl-{models.tiny_build_key()}")
     monkeypatch.setattr(models, "_TINY_CORPUS", models._TINY_CORPUS + ("a phrase the last build never saw",))
     assert models.resolve_model_path(ModelConfig(path=TINY_MODEL, cache_dir=str(tmp_path))) != built
+
+
+def test_processor_pixel_bounds_resize_images_into_them(tiny_model):
+    """model.min_pixels / max_pixels reach the image processor, alone or together."""
+    from PIL import Image
+
+    for bounds in ({"max_pixels": 56 * 56}, {"min_pixels": 28 * 28 * 4, "max_pixels": 56 * 56}):
+        image_processor = load_processor(tiny_model, **bounds).image_processor
+        assert image_processor.size["longest_edge"] == 56 * 56
+        grid = image_processor(images=[Image.new("RGB", (448, 448))], return_tensors="pt")["image_grid_thw"]
+        assert int(grid.prod()) * 14 * 14 <= 56 * 56
+    small = load_processor(tiny_model, min_pixels=112 * 112).image_processor(images=[Image.new("RGB", (28, 28))], return_tensors="pt")
+    assert int(small["image_grid_thw"].prod()) * 14 * 14 >= 112 * 112
