@@ -258,7 +258,8 @@ class LoraConfig(Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the adapters' input while training (makes the training pass stochastic)."""
     target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1)
-    """Names of the linear layers that get adapters, in the language model only unless `vision`."""
+    """Names of the linear layers that get adapters, in the language model only unless `vision`;
+    `lm_head` adds the output head."""
     vision: bool = False
     """Also adapt the vision tower's layers of those names (vLLM applies no LoRA there, so only merged weights reach it)."""
 

@@ -31,10 +31,14 @@ _ADAPTER = "default"
 
 def target_pattern(config: LoraConfig) -> str:
     """PEFT's target_modules as one regex (PEFT full-matches a string against module names):
-    the named linear layers of the language model, and of the vision tower with `vision`."""
+    the named linear layers of the language model, and of the vision tower with `vision`;
+    `lm_head` names the output head."""
     towers = "language_model|visual" if config.vision else "language_model"
-    names = "|".join(re.escape(name) for name in config.target_modules)
-    return rf"model\.({towers})\..*\.({names})"
+    names = "|".join(re.escape(name) for name in config.target_modules if name != "lm_head")
+    pattern = rf"model\.({towers})\..*\.({names})" if names else ""
+    if "lm_head" in config.target_modules:
+        pattern = f"{pattern}|lm_head" if pattern else "lm_head"
+    return pattern
 
 
 def add_adapters(model: nn.Module, config: LoraConfig, saved: Path | None = None) -> nn.Module:

@@ -131,8 +131,7 @@ class LearnerWorker:
             saved = self.engine.load_state(Path(resume_from) / "learner", self.rank, self.world_size)
             self.updates = saved.get("updates", 0)
             self.scheduler.load_state_dict(saved["lr_scheduler"])
-        self.first_metrics = {"learner/trainable_share": trainable_share(self.policy)}
-        """Reported with the first update after setup."""
+        self.trainable_share = trainable_share(self.policy)
         self.reference = None  # always the starting model: the KL anchors to it, not to a checkpoint
         if self.algorithm.kl_coef > 0 and not self.lora:  # with adapters, the base is the reference
             # forward passes only: held in the compute dtype (bf16 on GPU halves its memory)
@@ -260,8 +259,8 @@ class LearnerWorker:
                 self._accumulate(totals, self._optimizer_step(chunk, template=sequences[0]))
         metrics = {key: value / max(1, totals.get("_count", 1)) for key, value in totals.items() if key != "_count"}
         metrics["actor/lr"] = lr
-        metrics.update(self.first_metrics)
-        self.first_metrics = {}
+        if self.scheduler.last_epoch == 0:  # the run's first step (a resumed run's is not)
+            metrics["learner/trainable_share"] = self.trainable_share
         self.scheduler.step()  # once per training step, applied or skipped, so the curve follows trainer.steps
         gap_total, gap_tokens = self._global(self.gap.total, self.gap.tokens)
         if gap_tokens:

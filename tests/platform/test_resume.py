@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,14 +32,17 @@ def cli(recipe_file, resume=False):
     return [sys.executable, "-m", "anomalyr1.platform.cli", "train", str(recipe_file)] + (["--resume"] if resume else [])
 
 
-def test_sigkilled_run_resumes_to_the_same_weights_and_metrics(ray_session, tiny_recipe, learnable_reward, tmp_path):
-    reference = Trainer(tiny_recipe(*settings(learnable_reward)))
+@pytest.mark.parametrize("extra", [(), ("learner.lora.rank=4", "learner.lr=1e-2")], ids=["full", "lora"])
+def test_sigkilled_run_resumes_to_the_same_weights_and_metrics(ray_session, tiny_recipe, learnable_reward, tmp_path, extra):
+    """With LoRA a checkpoint holds the adapters and their optimizer state; the merged weights
+    and every metric must still come out as the uninterrupted run's."""
+    reference = Trainer(tiny_recipe(*settings(learnable_reward), *extra))
     reference.train()
     expected_weights = load_file(str(reference.output / "final" / "model.safetensors"))
 
     out = tmp_path / "interrupted"
     recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(dump_recipe(tiny_recipe(*settings(learnable_reward), f"trainer.output_dir={out}")))
+    recipe_file.write_text(dump_recipe(tiny_recipe(*settings(learnable_reward), *extra, f"trainer.output_dir={out}")))
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}  # join the session's Ray
     run = subprocess.Popen(cli(recipe_file), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
