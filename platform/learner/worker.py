@@ -116,7 +116,8 @@ class LearnerWorker:
         rank0_only = rank0_loads_weights(learner.backend, self.world_size)
         empty = rank0_only and self.rank != 0
         load_device = "cpu" if rank0_only else str(self.device)  # rank 0's full copy stays on the host until sharded
-        policy = load_policy(policy_path, "float32", attn, load_device, empty=empty)
+        # fp32 masters for what trains; a frozen LoRA base in the compute dtype (bf16 halves it)
+        policy = load_policy(policy_path, learner.param_dtype if self.lora else "float32", attn, load_device, empty=empty)
         self.image_token_id = policy.config.image_token_id
         if learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

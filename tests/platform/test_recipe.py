@@ -129,7 +129,7 @@ def test_overrides_and_embedded_default():
         load_recipe(None, ["trainer.steps"])
 
 
-@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "anomalyr1.yaml", "grpo_classic.yaml", "lr_iad.yaml", "localization.yaml"])
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "anomalyr1.yaml", "anomalyr1_lora.yaml", "grpo_classic.yaml", "lr_iad.yaml", "localization.yaml"])
 def test_shipped_recipes_validate(name):
     # the paper's model and MMAD are not downloaded in tests
     overrides = ["model.path=builtin:tiny-qwen2.5-vl", "data.source=synthetic", "data.root=null"]
@@ -182,6 +182,23 @@ def test_ablation_differs_from_the_paper_recipe_only_in_rewards():
         recipe["reward"].pop("terms")
         recipe["trainer"].pop("output_dir")
     assert classic == paper
+
+
+def test_one_gpu_lora_recipe_is_the_paper_recipe_with_adapters_on_one_gpu():
+    """What anomalyr1_lora.yaml changes is where it runs, the adapters and their rate: the
+    algorithm, sampling, data and schedule stay the paper's."""
+    paper = load_recipe(str(REPO / "recipes" / "anomalyr1.yaml"), PAPER_OVERRIDES).model_dump()
+    lora = load_recipe(str(REPO / "recipes" / "anomalyr1_lora.yaml"), PAPER_OVERRIDES).model_dump()
+    assert lora["learner"]["lora"]["rank"] == 16 and lora["learner"]["workers"] == lora["rollout"]["workers"] == 1
+    assert lora["learner"]["num_gpus"] + lora["rollout"]["num_gpus"] <= 1 and lora["rollout"]["sleep_when_idle"]
+    placement = {"rollout": {"workers", "num_cpus", "num_gpus", "gpu_memory_utilization", "sleep_when_idle"},
+                 "learner": {"workers", "num_cpus", "num_gpus", "lora", "lr", "zero_stage"},
+                 "reward": {"actors"}, "trainer": {"output_dir"}}
+    for section, keys in placement.items():
+        for recipe in (paper, lora):
+            for key in keys:
+                recipe[section].pop(key)
+    assert lora == paper
 
 
 def test_localization_recipe_asks_for_boxes_on_defective_images_with_the_reference_rule():
