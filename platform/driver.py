@@ -41,7 +41,7 @@ from anomalyr1.platform.models import resolve_model_path
 from anomalyr1.platform.placement import actor_options, release, reserve, role_demands, shortfall
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
-from anomalyr1.platform.remote_calls import LOST, ActorWaits, Incarnations
+from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts
 from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
@@ -195,7 +195,7 @@ class Trainer:
         self.incarnations: dict[int, str] = {}
         self.pushes: dict[int, ray.ObjectRef] = {}
         """Weight loads handed to the rollout workers and not yet confirmed, by rank."""
-        self.rollout_lives = Incarnations()
+        self.rollout_restarts = Restarts()
         terms = [t.model_dump() for t in recipe.reward.terms]
         self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i), self.waits)
         self._start_learners()
@@ -447,7 +447,7 @@ class Trainer:
             return holder
         try:
             return ray.get(holder)
-        except ray.exceptions.RayActorError:
+        except LOST:
             return None  # it died: its next rollout shows a new incarnation and is redone
 
     def class_records(self) -> list[dict]:
@@ -515,7 +515,7 @@ class Trainer:
         self._refresh_rollout_worker(rank)
 
     def _saw_rollout_worker(self, rank: int, incarnation: str | None, cause: object) -> None:
-        if self.rollout_lives.saw(rank, incarnation):
+        if self.rollout_restarts.saw(rank, incarnation):
             self._count_fault("rollout", f"rollout worker {rank}: {cause}")
 
     def _refresh_rollout_worker(self, rank: int) -> None:

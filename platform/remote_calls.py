@@ -5,8 +5,8 @@ When an actor's process or node dies, Ray restarts a rollout worker or reward ac
 again its calls fail with ActorUnavailableError ("temporarily unavailable"), and a result that
 lived in a dead node's object store is lost (ObjectLostError). Neither is a death to count: the
 caller waits for the actor, up to trainer.placement_timeout_s, and sends the call again. A death
-is counted once, when the actor first answers from a new process (Incarnations), however many of
-its calls failed meanwhile. ActorDiedError means Ray will not restart it (restarts used up).
+is counted once, when the actor first answers from a new process (Restarts), however many of its
+calls failed meanwhile. ActorDiedError means Ray will not restart it (restarts used up).
 
 Calls to an actor that runs are bounded by Ray itself: they fail when the actor or its node dies.
 The waits that could last for ever are those for an actor that does not run yet: one Ray is
@@ -23,8 +23,9 @@ import ray
 
 from anomalyr1.platform.placement import PlacementError, available_now
 
-LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
-"""A call's result is gone: its actor died or is restarting, or the node holding the result died."""
+LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.OutOfMemoryError)
+"""A call's result is gone: its actor died or is restarting (its node was lost, or Ray's memory
+monitor killed it), or the node holding the result died."""
 
 
 class ActorGone(RuntimeError):
@@ -32,6 +33,9 @@ class ActorGone(RuntimeError):
 
 
 class ActorWaits:
+    """The deadline (trainer.placement_timeout_s) for an actor that does not run, and what to say
+    when it passes."""
+
     POLL_S = 1.0
 
     def __init__(self, timeout_s: float, shortfall: Callable[[], str | None] = lambda: None):
@@ -74,6 +78,7 @@ class ActorWaits:
                 _kill(actors)
                 if exc.actor_init_failed:  # its constructor's error: making it again would not help
                     raise
+                time.sleep(self.POLL_S)
             except BaseException:
                 _kill(actors)
                 raise
@@ -86,12 +91,12 @@ class ActorWaits:
         return PlacementError(f"{what} did not come back within {self.timeout_s:g}s (trainer.placement_timeout_s): {missing}")
 
 
-class Incarnations:
-    """The processes seen answering for each actor of a role: a new one is one death."""
+class Restarts:
+    """The processes seen answering for each actor of a role: a new one is one death, restarted."""
 
     def __init__(self):
         self._seen: dict[int, set[str]] = {}
-        self.deaths = 0
+        self.count = 0
 
     def saw(self, index: int, process: str | None) -> bool:
         """Whether `process` is a new one for actor `index` (a restart); None (not known) is not."""
@@ -100,7 +105,7 @@ class Incarnations:
         seen = self._seen.setdefault(index, set())
         new = bool(seen) and process not in seen
         seen.add(process)
-        self.deaths += new
+        self.count += new
         return new
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import ray
 
-from anomalyr1.platform.remote_calls import LOST, ActorWaits, Incarnations
+from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts
 from anomalyr1.rewards import RewardResult, RewardTerm, combine_rewards
 
 if TYPE_CHECKING:  # a reward actor imports this module: it needs neither torch nor the batch types
@@ -73,12 +73,12 @@ class RewardPool:
         self.actors = actors
         self.waits = waits
         self._next = 0
-        self.incarnations = Incarnations()
+        self._processes = Restarts()
 
     @property
     def restarts(self) -> int:
         """Actor deaths recovered from so far (Ray restarted the actor; its share was scored again)."""
-        return self.incarnations.deaths
+        return self._processes.count
 
     @classmethod
     def start(
@@ -105,7 +105,7 @@ class RewardPool:
         longest = 0.0
         for ref, indices, actor, jobs in zip(pending.refs, pending.slices, pending.actors, pending.jobs):
             share = self._scored(ref, actor, jobs)
-            self.incarnations.saw(actor, share.process)
+            self._processes.saw(actor, share.process)
             longest = max(longest, share.compute_s)
             for index, results in zip(indices, share.results):
                 ordered[index] = results
