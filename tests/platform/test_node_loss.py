@@ -39,7 +39,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
     settings = {
         "learner": ["trainer.save_every=1", "trainer.placement_timeout_s=120"],
         "rollout": ["trainer.max_staleness=1", "trainer.save_every=0", "trainer.placement_timeout_s=120"],
-        "no_room": ["trainer.save_every=1", "trainer.placement_timeout_s=15"],
+        "no_room": ["trainer.save_every=1", "trainer.placement_timeout_s=40"],
     }[scenario]
     base = [
         f"model.path={model}", f"data.root={data}", f"model.cache_dir={cache}", f"trainer.output_dir={out}/run",
@@ -60,7 +60,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
     def wait_for(condition, thread, timeout=150):
         deadline = time.monotonic() + timeout
         while not condition():
-            assert thread.is_alive() and time.monotonic() < deadline, "the run ended or stalled before the node was lost"
+            assert thread.is_alive() and time.monotonic() < deadline, f"the run ended or stalled before the node was lost: {outcome}"
             time.sleep(0.05)
 
 
@@ -164,11 +164,11 @@ def test_losing_a_node_no_other_can_replace_stops_with_what_is_missing_and_resum
     line = result["error"].removeprefix("PlacementError: ")
     assert "\n" not in line
     expected_tail = (
-        "did not come back within 15s (trainer.placement_timeout_s): the recipe needs 2 CPU "
+        "did not come back within 40s (trainer.placement_timeout_s): the recipe needs 2 CPU "
         "(1 rollout x (1 CPU), 1 reward x (0.5 CPU), 1 learner x (0.5 CPU)) but the cluster has 1 CPU"
     )
     assert line in (f"the learner group {expected_tail}", f"reward actor 0 {expected_tail}"), line
-    assert result["stop_s"] < 15 + 20, "the stop came later than placement_timeout_s after the loss, with some seconds to notice it"
+    assert result["stop_s"] < 40 + 20, "the stop came later than placement_timeout_s after the loss, with some seconds to notice it"
     assert result["resumable"] == result["steps"][-1], "the last checkpoint is the last step logged, intact"
     assert result["resumed_from"] == result["resumable"]
     assert result["resumed_steps"] == [1, 2, 3, 4]
