@@ -400,11 +400,9 @@ class Trainer:
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
             rank = pending.pop(done[0])
-            held = self._holder(launched.holders[rank])
-            self._saw_rollout_worker(rank, held, "restarted")
             try:
                 result = ray.get(done[0])
-                self._saw_rollout_worker(rank, result.incarnation, "restarted since its last weights")
+                held = self._holder(launched.holders[rank])
                 cause = None if result.incarnation == held else "restarted since its last weights"
             except LOST as exc:  # lost with its process or node (Ray restarts it) or its result with the node
                 result, cause = None, exc
@@ -510,26 +508,23 @@ class Trainer:
 
     def _rearm(self, rank: int, cause: object) -> None:
         """A rollout worker's call was lost or it came back with its initial weights: give it the
-        current ones (a new process is counted as it answers, once however many calls it lost)."""
-        log.info("rollout worker %d (%s): giving it the current weights", rank, cause)
-        self._refresh_rollout_worker(rank)
-
-    def _saw_rollout_worker(self, rank: int, incarnation: str | None, cause: object) -> None:
-        if self.rollout_restarts.saw(rank, incarnation):
+        current ones. A worker Ray restarted is a death, counted once however many calls it lost."""
+        process = self._refresh_rollout_worker(rank)
+        if self.rollout_restarts.saw(rank, process):
             self._count_fault("rollout", f"rollout worker {rank}: {cause}")
 
-    def _refresh_rollout_worker(self, rank: int) -> None:
+    def _refresh_rollout_worker(self, rank: int) -> tuple[str, bool]:
         """Waits while Ray restarts the worker (see remote_calls), then hands it the weights."""
         worker = self.rollout_workers[rank]
         while True:
-            self.waits.until_back(worker, f"rollout worker {rank}")
+            process = self.waits.until_back(worker, f"rollout worker {rank}")
             try:
                 self.incarnations[rank] = ray.get(worker.update_weights.remote(self.weights))
                 break
             except LOST:  # lost again while loading them
                 continue
         self.pushes.pop(rank, None)
-        self._saw_rollout_worker(rank, self.incarnations[rank], "restarted")
+        return process
 
     def _check_sync(self) -> None:
         """Once per run: the rollout workers hold exactly the learners' weights."""

@@ -43,13 +43,13 @@ class ActorWaits:
         self.shortfall = shortfall
         """What the cluster lacks for the roles now (placement.shortfall), or None."""
 
-    def until_back(self, actor, what: str) -> None:
-        """Return once `actor` answers again; a restart also loads its model, hence the same limit."""
+    def until_back(self, actor, what: str) -> tuple[str, bool]:
+        """`actor`'s process (see process_of) once it answers again; a restart also loads its
+        model, hence the same limit."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                ray.get(actor.__ray_ready__.remote(), timeout=max(0.0, deadline - time.monotonic()))
-                return
+                return ray.get(actor.__ray_call__.remote(_process), timeout=max(0.0, deadline - time.monotonic()))
             except ray.exceptions.ActorDiedError as exc:
                 raise ActorGone(f"{what} died and Ray will not restart it again: {str(exc).splitlines()[0]}") from exc
             except ray.exceptions.ActorUnavailableError:  # restarting: its calls fail until it runs
@@ -91,20 +91,29 @@ class ActorWaits:
         return PlacementError(f"{what} did not come back within {self.timeout_s:g}s (trainer.placement_timeout_s): {missing}")
 
 
+def process_of() -> tuple[str, bool]:
+    """Called inside an actor: its process (Ray's worker id), and whether it is one Ray restarted."""
+    context = ray.get_runtime_context()
+    return context.get_worker_id(), context.was_current_actor_reconstructed
+
+
+def _process(_actor) -> tuple[str, bool]:
+    return process_of()  # through Ray's __ray_call__, which passes the actor first
+
+
 class Restarts:
-    """The processes seen answering for each actor of a role: a new one is one death, restarted."""
+    """Deaths of a role's actors, each counted once: when a process Ray restarted first answers."""
 
     def __init__(self):
         self._seen: dict[int, set[str]] = {}
         self.count = 0
 
-    def saw(self, index: int, process: str | None) -> bool:
-        """Whether `process` is a new one for actor `index` (a restart); None (not known) is not."""
-        if process is None:
-            return False
+    def saw(self, index: int, process: tuple[str, bool]) -> bool:
+        """Whether actor `index` answering from `process` (process_of's) is news of a death."""
+        worker, restarted = process
         seen = self._seen.setdefault(index, set())
-        new = bool(seen) and process not in seen
-        seen.add(process)
+        new = restarted and worker not in seen
+        seen.add(worker)
         self.count += new
         return new
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import ray
 
-from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts
+from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts, process_of
 from anomalyr1.rewards import RewardResult, RewardTerm, combine_rewards
 
 if TYPE_CHECKING:  # a reward actor imports this module: it needs neither torch nor the batch types
@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # a reward actor imports this module: it needs neither torch 
 class ScoredShare:
     results: list[list[RewardResult]]
     compute_s: float
-    process: str
-    """The scoring process (Ray's worker id): a new one means Ray restarted the actor."""
+    process: tuple[str, bool]
+    """The scoring process (remote_calls.process_of): a new restarted one is a death."""
 
 
 class RewardActor:
@@ -38,7 +38,7 @@ class RewardActor:
     def score(self, jobs: list[tuple[list[str], dict]]) -> ScoredShare:
         start = time.perf_counter()
         results = [self.reward.score_group(texts, sample) for texts, sample in jobs]
-        return ScoredShare(results=results, compute_s=time.perf_counter() - start, process=ray.get_runtime_context().get_worker_id())
+        return ScoredShare(results=results, compute_s=time.perf_counter() - start, process=process_of())
 
     def pid(self) -> int:
         return os.getpid()

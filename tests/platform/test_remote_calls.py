@@ -29,12 +29,13 @@ def slow_actor(**options):
     return ray.remote(Slow).options(**options).remote()
 
 
-def test_a_new_process_is_one_death_however_often_it_is_seen():
+def test_a_restarted_process_is_one_death_however_often_it_is_seen():
     restarts = Restarts()
-    assert not restarts.saw(0, "a") and not restarts.saw(1, "x") and not restarts.saw(0, None)
-    assert restarts.saw(0, "b"), "a second process of actor 0"
-    assert not restarts.saw(0, "b") and not restarts.saw(0, "a"), "seen before, even out of order"
-    assert restarts.count == 1
+    assert not restarts.saw(0, ("a", False)), "the first process"
+    assert restarts.saw(0, ("b", True)), "one Ray restarted"
+    assert not restarts.saw(0, ("b", True)), "the same death, seen again"
+    assert restarts.saw(1, ("x", True)), "actor 1 first answers from a restart: its first process died unseen"
+    assert restarts.count == 2
 
 
 def test_an_actor_ray_restarts_is_waited_for_and_one_it_gave_up_on_is_gone(ray_session):
@@ -43,8 +44,9 @@ def test_an_actor_ray_restarts_is_waited_for_and_one_it_gave_up_on_is_gone(ray_s
     os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
     with pytest.raises(ray.exceptions.ActorUnavailableError):
         ray.get(actor.process.remote())  # what a caller sees while Ray restarts it
-    ActorWaits(60.0).until_back(actor, "the slow actor")
-    assert ray.get(actor.process.remote()) != first
+    worker, restarted = ActorWaits(60.0).until_back(actor, "the slow actor")
+    assert restarted and worker != first
+    assert ray.get(actor.process.remote()) == worker, "it answers from the restarted process"
 
     os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)  # its one restart is used up
     with pytest.raises(ActorGone, match="^the slow actor died and Ray will not restart it again: "):
