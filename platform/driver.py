@@ -38,9 +38,10 @@ from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.learner.worker import LearnerWorker
 from anomalyr1.platform.metrics import MetricsLog, mean_std, metric_sinks
 from anomalyr1.platform.models import resolve_model_path
-from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
+from anomalyr1.platform.placement import actor_options, release, reserve, role_demands, shortfall
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
+from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts
 from anomalyr1.platform.reward_pool import RewardPool
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
@@ -105,7 +106,11 @@ class Launched:
 
 
 class LearnerFailure(RuntimeError):
-    """A learner actor died: the group is rebuilt from the last checkpoint."""
+    """Learner actors died: the group is rebuilt from the last checkpoint."""
+
+    def __init__(self, deaths: int, message: str):
+        super().__init__(message)
+        self.deaths = deaths
 
 
 def has_spread(results: list[RewardResult]) -> bool:
@@ -174,6 +179,7 @@ class Trainer:
         recipe = self.recipe
         demands = {d.role: d for d in role_demands(recipe)}
         self.groups = reserve(list(demands.values()), recipe.trainer.placement_timeout_s)
+        self.waits = ActorWaits(recipe.trainer.placement_timeout_s, lambda: shortfall(list(demands.values())))
         self._raw = recipe.model_dump(mode="json")
 
         def on(role: str, index: int) -> dict:
@@ -190,14 +196,18 @@ class Trainer:
         self.incarnations: dict[int, str] = {}
         self.pushes: dict[int, ray.ObjectRef] = {}
         """Weight loads handed to the rollout workers and not yet confirmed, by rank."""
+        self.rollout_restarts = Restarts()
         terms = [t.model_dump() for t in recipe.reward.terms]
-        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i))
+        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i), self.waits)
         self._start_learners()
 
     def _start_learners(self) -> None:
         world = self.recipe.learner.workers
         learner_cls = ray.remote(LearnerWorker)
-        self.learners = [learner_cls.options(max_restarts=0, **self._on("learner", i)).remote(i, world, self._raw) for i in range(world)]
+        self.learners = self.waits.start(  # after a node loss, into the bundles Ray places again if the cluster can hold them
+            lambda: [learner_cls.options(max_restarts=0, **self._on("learner", i)).remote(i, world, self._raw) for i in range(world)],
+            "the learner group",
+        )
         check_learners_see(self.output, self.learners)  # before any model loads: checkpoints need output_dir shared
         address, port = ray.get(self.learners[0].rendezvous.remote())
         resume_from = str(self.resume_from) if self.resume_from else None
@@ -215,47 +225,59 @@ class Trainer:
             try:
                 ray.get(done[0])
             except Exception as exc:
-                died = isinstance(exc, ray.exceptions.RayActorError) or self._a_learner_died(refs)
-                for learner in self.learners:
-                    ray.kill(learner, no_restart=True)
-                if died:
-                    raise LearnerFailure(f"a learner died during {method}: {exc}") from exc
+                dead = self._dead_learners(refs)
+                self._kill_learners()
+                if dead:
+                    raise LearnerFailure(dead, f"{dead} learner(s) died during {method}: {exc}") from exc
                 raise
         return ray.get(refs)
 
     @staticmethod
-    def _a_learner_died(refs: list, timeout_s: float = 10.0) -> bool:
-        """Whether one of the calls failed because its learner died: a rank's collective error
-        (gloo's "connection reset by peer") is often the first news of another rank's death."""
+    def _dead_learners(refs: list, timeout_s: float = 10.0) -> int:
+        """How many of the calls failed because their learner died (or its node did, with the
+        result): a rank's collective error (gloo's "connection reset by peer") is often the first
+        news of another rank's death."""
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        dead = 0
         for ref in done:
             try:
                 ray.get(ref)
-            except ray.exceptions.RayActorError:
-                return True
+            except LOST:
+                dead += 1
             except Exception:  # this rank's own error: the death, if any, shows on another ref
                 continue
-        return False
+        return dead
+
+    def _kill_learners(self) -> None:
+        """All of them: the others would wait in a collective for the dead one."""
+        for learner in self.learners:
+            ray.kill(learner, no_restart=True)
+        self.learners = []
 
     def _recover_learners(self, failure: LearnerFailure) -> None:
-        self._count_fault("learner", failure)
-        self._rewind()
-        self.metrics_log.rewrite(self.history)
-        self._start_learners()
+        """Rebuild the group (again, if a learner dies while it forms) and rewind to the last checkpoint."""
+        while True:
+            self._count_fault("learner", failure, failure.deaths)
+            self._rewind()
+            self.metrics_log.rewrite(self.history)
+            try:
+                return self._start_learners()
+            except LearnerFailure as again:
+                failure = again
 
-    def _count_fault(self, role: str, cause: object) -> None:
-        self.faults[role] += 1
+    def _count_fault(self, role: str, cause: object, deaths: int = 1) -> None:
+        self.faults[role] += deaths
         log.warning("%s fault %d: %s", role, self.faults[role], cause)
         if self.faults[role] > self.MAX_RESTARTS:
             raise RuntimeError(f"{role} actors failed {self.faults[role]} times (limit {self.MAX_RESTARTS}); stopping. Last: {cause}")
 
-    def stop_roles(self) -> None:
-        for learner in getattr(self, "learners", []):
-            try:
-                ray.get(learner.shutdown.remote(), timeout=30)
-            except Exception:  # a dead learner has nothing left to shut down
-                pass
-        for actor in getattr(self, "learners", []) + getattr(self, "rollout_workers", []) + getattr(getattr(self, "reward_pool", None), "actors", []):
+    def stop_roles(self, timeout_s: float = 30.0) -> None:
+        """Learners leave their process group first, within one shared limit: one that never
+        started or died does not answer."""
+        learners = getattr(self, "learners", [])
+        if learners:
+            ray.wait([learner.shutdown.remote() for learner in learners], num_returns=len(learners), timeout=timeout_s)
+        for actor in learners + getattr(self, "rollout_workers", []) + getattr(getattr(self, "reward_pool", None), "actors", []):
             ray.kill(actor)
         release(self.groups)
         self.groups = {}
@@ -383,7 +405,7 @@ class Trainer:
                 result = ray.get(done[0])
                 held = self._holder(launched.holders[rank])
                 cause = None if result.incarnation == held else "restarted since its last weights"
-            except ray.exceptions.RayActorError as exc:
+            except LOST as exc:  # lost with its process or node (Ray restarts it) or its result with the node
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
                 self._rearm(rank, cause)
@@ -424,7 +446,7 @@ class Trainer:
             return holder
         try:
             return ray.get(holder)
-        except ray.exceptions.RayActorError:
+        except LOST:
             return None  # it died: its next rollout shows a new incarnation and is redone
 
     def class_records(self) -> list[dict]:
@@ -486,23 +508,24 @@ class Trainer:
         self.pushes = {}
 
     def _rearm(self, rank: int, cause: object) -> None:
-        """A rollout worker died or came back with its initial weights: count it, give it the current ones."""
-        self._count_fault("rollout", f"rollout worker {rank}: {cause}")
-        self._refresh_rollout_worker(rank)
+        """A rollout worker's call was lost or it came back with its initial weights: give it the
+        current ones. A worker Ray restarted is a death, counted once however many calls it lost."""
+        process = self._refresh_rollout_worker(rank)
+        if self.rollout_restarts.saw(rank, process):
+            self._count_fault("rollout", f"rollout worker {rank}: {cause}")
 
-    def _refresh_rollout_worker(self, rank: int) -> None:
-        """Waits while Ray restarts the worker: up to placement_timeout_s, since a restart loads the
-        model again, which takes longer on a busy machine than a fixed number of tries allows."""
-        deadline = time.monotonic() + self.recipe.trainer.placement_timeout_s
+    def _refresh_rollout_worker(self, rank: int) -> tuple[str, bool]:
+        """Waits while Ray restarts the worker (see remote_calls), then hands it the weights."""
+        worker = self.rollout_workers[rank]
         while True:
+            process = self.waits.until_back(worker, f"rollout worker {rank}")
             try:
-                self.incarnations[rank] = ray.get(self.rollout_workers[rank].update_weights.remote(self.weights))
-                self.pushes.pop(rank, None)
-                return
-            except ray.exceptions.RayActorError as exc:  # still restarting
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"rollout worker {rank} did not come back: {exc}") from exc
-                time.sleep(1.0)
+                self.incarnations[rank] = ray.get(worker.update_weights.remote(self.weights))
+                break
+            except LOST:  # lost again while loading them
+                continue
+        self.pushes.pop(rank, None)
+        return process
 
     def _check_sync(self) -> None:
         """Once per run: the rollout workers hold exactly the learners' weights."""

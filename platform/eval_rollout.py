@@ -14,6 +14,7 @@ from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import score_answers
 from anomalyr1.platform.eval_answers import LetterReader, answer_record, choose_letter, eval_metrics, write_answers
 from anomalyr1.platform.recipe import Recipe
+from anomalyr1.platform.remote_calls import LOST
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
@@ -54,7 +55,7 @@ def greedy_answers(
         try:
             result = ray.get(done[0])
             cause = None if incarnations is None or result.incarnation == incarnations.get(index) else "restarted since its last weights"
-        except ray.exceptions.RayActorError as exc:
+        except LOST as exc:
             if rearm is None:
                 raise
             result, cause = None, exc

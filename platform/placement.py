@@ -138,15 +138,34 @@ def place_roles(demands: list[RoleDemand], timeout_s: float) -> dict[str, object
     for demand in demands:
         ready, _ = ray.wait([groups[demand.role].ready()], timeout=timeout_s)
         if not ready:
-            available = ray.available_resources()
+            available = available_now()
             for group in groups.values():
                 remove_placement_group(group)
             raise PlacementError(
                 f"could not place {demand.describe()} within {timeout_s:g}s "
-                f"(available now: {', '.join(f'{k} {v:g}' for k, v in sorted(available.items()) if k in ('CPU', 'GPU'))}; "
-                "a single actor must fit on one node)"
+                f"(available now: {available}; a single actor must fit on one node)"
             )
     return groups
+
+
+def available_now() -> str:
+    """The CPUs and GPUs no actor holds, cluster-wide."""
+    import ray
+
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(ray.available_resources().items()) if k in ("CPU", "GPU")) or "nothing"
+
+
+def shortfall(demands: list[RoleDemand]) -> str | None:
+    """What the cluster's live nodes now lack to hold every role, in the planner's words (None
+    when they could hold them): after a node is lost, why an actor cannot be placed again."""
+    import ray
+
+    try:
+        check_capacity(demands, ray.cluster_resources())
+        plan_placement(demands, cluster_nodes())
+    except PlacementError as exc:
+        return str(exc)
+    return None
 
 
 def reserve(demands: list[RoleDemand], timeout_s: float) -> dict[str, object]:

@@ -327,7 +327,8 @@ class TrainerConfig(Section):
     ray_address: str | None = None
     """None: join the cluster in RAY_ADDRESS (as under `ray job submit`) or start a local Ray."""
     placement_timeout_s: float = Field(60.0, gt=0)
-    """How long to wait for the cluster to place the actors before failing with what is missing."""
+    """How long to wait for the cluster to place the actors (at start, and to restart one lost with
+    its node, model load included) before failing with what is missing."""
     dashboard: bool = False
     """Start Ray's dashboard with a local Ray (off: it costs memory and a port)."""
     dashboard_host: str = "127.0.0.1"

@@ -58,5 +58,6 @@ def test_killed_reward_actor_is_restarted_and_nothing_is_lost(ray_session):
     results, _ = pool.gather(pending)
     assert [[r.score for r in rs] for rs in results] == expected(batch), "a share was lost or scored twice"
     assert ray.get(victim.pid.remote()) != pid_before, "the actor was not restarted"
+    assert pool.restarts == 1, "one death, counted once"
     for actor in pool.actors:
         ray.kill(actor)
