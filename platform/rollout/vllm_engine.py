@@ -33,6 +33,19 @@ from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.vllm_weights import WEIGHT_RECEIVER, write_weights_file
 
 
+def executor_backend(tensor_parallel_size: int) -> str:
+    """vLLM's multiprocess executor for tensor parallelism, never its Ray executor.
+
+    Inside an actor of a placement group vLLM picks its Ray executor by default, which wants
+    one bundle per rank: on CPU it refuses to start ("current platform cpu does not support
+    ray"), and on GPU it refuses the platform's layout, one bundle holding all the worker's
+    tensor_parallel_size GPUs. The multiprocess executor starts the ranks as child processes of
+    the actor, on its node, where they see exactly the GPUs Ray gave the actor's bundle; and
+    Ray's scheduler keeps counting those GPUs as the actor's, so nothing else lands on them.
+    """
+    return "mp" if tensor_parallel_size > 1 else "uni"
+
+
 class VLLMEngine:
     def __init__(self, model_path: str, tokenizer, recipe: Recipe):
         rollout, model = recipe.rollout, recipe.model
@@ -49,6 +62,7 @@ class VLLMEngine:
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=rollout.tensor_parallel_size,
+            distributed_executor_backend=executor_backend(rollout.tensor_parallel_size),
             gpu_memory_utilization=rollout.gpu_memory_utilization,
             kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)) if kv_cache_gib else None,
             dtype=model.dtype,
