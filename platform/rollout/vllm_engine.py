@@ -9,6 +9,7 @@ learner's -inf mask differs from it by nothing measurable.
 Log-probs are vLLM's "processed" ones: of the distribution it sampled from (after temperature
 and logit bias), which is what the learners compute, so the two can be compared every step.
 
+The weights arrive by the path platform/weight_handoff.py chooses for where the engine runs.
 After each weight update every cache computed with the old weights is dropped: the prefix
 cache (KV of shared prompts) and the encoder cache (image embeddings). Keeping the latter would
 roll out with the old vision tower's features, silently on GPU.
@@ -30,7 +31,7 @@ from anomalyr1.platform.models import suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout import vllm_on_cpu
 from anomalyr1.platform.rollout.sampling import SamplingSettings
-from anomalyr1.platform.rollout.vllm_weights import WEIGHT_RECEIVER, write_weights_file
+from anomalyr1.platform.weight_handoff import WEIGHT_RECEIVER, WeightHandoff
 
 
 def executor_backend(tensor_parallel_size: int) -> str:
@@ -75,6 +76,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WEIGHT_RECEIVER,
         )
+        self.handoff = WeightHandoff(self.llm, rollout.weight_handoff)
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}
         if self.sleep_when_idle:
             self.llm.sleep(level=1)
@@ -112,15 +114,13 @@ class VLLMEngine:
             )
         return groups
 
-    def update_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+    def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
+        """With `checksum`, returns models.fingerprint of what the workers loaded (see weight_handoff)."""
         if self.sleep_when_idle:
             self.llm.wake_up(tags=["weights"])
-        path = write_weights_file(named_tensors)
-        try:
-            self.llm.collective_rpc("load_weights_file", args=(str(path),))
-        finally:
-            path.unlink()
+        loaded = self.handoff.send(named_tensors, checksum)
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         if self.sleep_when_idle:
             self.llm.sleep(level=1)
+        return loaded
