@@ -38,7 +38,7 @@ from tiny_recipe import tree_memory
 
 ABOUT_1B = dict(
     text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=14, num_attention_heads=12,
-              num_key_value_heads=2, max_position_embeddings=32768,
+              num_key_value_heads=2, max_position_embeddings=8192,
               rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
     vision=dict(depth=8, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=1536, patch_size=14,
                 spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[3, 7]),
@@ -71,15 +71,12 @@ def build_model(folder: Path, dtype: str) -> int:
     return params
 
 
-def learner_weights(folder: Path) -> dict:
-    """What learner rank 0 hands over: the full state dict, the tied lm_head beside the embedding."""
-    from safetensors.torch import load_file
+def learner_weights(folder: Path, dtype: str) -> dict:
+    """What learner rank 0 hands over: the model's state dict, by the model's own names (not the
+    checkpoint's), the tied lm_head beside the embedding."""
+    from anomalyr1.platform.models import load_policy
 
-    state = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(file))
-    state.setdefault("lm_head.weight", state["model.language_model.embed_tokens.weight"])
-    return state
+    return load_policy(str(folder), dtype).state_dict()
 
 
 def run_layout(args) -> dict:
@@ -94,7 +91,7 @@ def run_layout(args) -> dict:
     start = time.perf_counter()
     engine = VLLMEngine(str(folder), load_processor(str(folder)).tokenizer, recipe)
     started = time.perf_counter() - start
-    state = learner_weights(folder)
+    state = learner_weights(folder, args.dtype)
     paths = [engine.handoff.path, "file"]
     times: dict[str, list[float]] = {path: [] for path in paths}
     for sync in range(args.syncs + 1):
@@ -111,8 +108,11 @@ def run_layout(args) -> dict:
 
 def measure(args, layout: int) -> tuple[dict, int]:
     """One layout in a child process, its memory sampled; returns its figures and peak bytes."""
-    command = [sys.executable, __file__, "--child", "--layout", str(layout), "--syncs", str(args.syncs), "--dtype", args.dtype, "--work", args.work]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    result = Path(args.work) / f"layout-{layout}.json"  # not stdout: vLLM's worker processes print there too
+    result.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--child", "--layout", str(layout), "--syncs", str(args.syncs), "--dtype", args.dtype,
+               "--work", args.work, "--result", str(result)]
+    proc = subprocess.Popen(command)
     peak = 0
     done = threading.Event()
 
@@ -125,12 +125,12 @@ def measure(args, layout: int) -> tuple[dict, int]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    output, _ = proc.communicate()
+    proc.wait()
     done.set()
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"layout tensor_parallel_size={layout} failed with exit code {proc.returncode}")
-    return json.loads(output.strip().splitlines()[-1]), peak
+    return json.loads(result.read_text()), peak
 
 
 def main() -> int:
@@ -141,9 +141,10 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/anomalyr1-weight-sync", help="where the model is built (once)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--layout", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_layout(args)), flush=True)
+        Path(args.result).write_text(json.dumps(run_layout(args)))
         return 0
     params = build_model(Path(args.work) / f"qwen2.5-vl-1b-{args.dtype}", args.dtype)
     paths: dict[str, float] = {}

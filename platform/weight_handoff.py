@@ -35,6 +35,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -79,6 +80,7 @@ class WeightHandoff:
         self.llm = llm
         self.path = handoff_path(requested, engine_in_process(llm))
         self.workers = llm.llm_engine.vllm_config.parallel_config.world_size
+        self.bucket_bytes = BUCKET_BYTES
         self._group: dist.ProcessGroup | None = None
 
     def send(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
@@ -102,7 +104,7 @@ class WeightHandoff:
 
     def _send_over_group(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool) -> list:
         group = self._group or self._open_group()
-        buckets = plan_buckets(named_tensors)
+        buckets = plan_buckets(named_tensors, self.bucket_bytes)
         layout = [([[name, _dtype_name(t), list(t.shape), offset] for name, t, offset in bucket.entries], bucket.nbytes) for bucket in buckets]
         pool = ThreadPoolExecutor(max_workers=1)
         try:
@@ -128,7 +130,7 @@ class WeightHandoff:
             joining.result()
         finally:
             pool.shutdown(wait=False)
-        self._group, self._store = group, store  # the store lives as long as the group
+        self._group = group
         return group
 
 
@@ -136,12 +138,12 @@ _GROUP_PREFIX = "anomalyr1-weight-handoff"
 
 
 def _finish(work, receiving: Future) -> None:
-    """Wait for one broadcast, or raise at once if the workers' side failed (they will never
-    join it, and the broadcast would wait for them until GROUP_TIMEOUT)."""
+    """Wait for one broadcast, or raise at once if the workers' side failed: they would never
+    join it, and the broadcast would wait for them until GROUP_TIMEOUT."""
     while not work.is_completed():
         if receiving.done():
-            receiving.result()
-            raise RuntimeError("the engine's workers stopped receiving weights before the last bucket")
+            receiving.result()  # the workers' error, if they stopped
+            break  # they took every bucket, this one included
         time.sleep(0.0005)
     work.wait()
 
@@ -176,11 +178,12 @@ def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
-def plan_buckets(named_tensors: Mapping[str, torch.Tensor], bucket_bytes: int = BUCKET_BYTES) -> list[Bucket]:
-    """In the state dict's order (layer by layer, so each worker finishes layers as buckets arrive)."""
+def plan_buckets(named_tensors: Mapping[str, torch.Tensor], bucket_bytes: int) -> list[Bucket]:
+    """In the state dict's order (layer by layer, so each worker finishes layers as buckets
+    arrive); a tensor of bucket_bytes or more gets a bucket of its own."""
     buckets: list[Bucket] = []
     for name, tensor in named_tensors.items():
-        if not buckets or buckets[-1].nbytes >= bucket_bytes:
+        if not buckets or buckets[-1].nbytes + tensor.numel() * tensor.element_size() > bucket_bytes:
             buckets.append(Bucket())
         buckets[-1].add(name, tensor)
     return buckets
@@ -278,16 +281,15 @@ class WeightReceiver:
         return total if checksum else None
 
 
-class _quiet_layerwise_reload:
+@contextmanager
+def _quiet_layerwise_reload():
     """vLLM's layerwise reload warns "Failed to load weights" on every update for layers that
     hold only buffers it computes itself (rotary caches, its fused CPU norm); _load checks every
     parameter instead, so the warning says nothing there and would repeat every step."""
-
     logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-
-    def __enter__(self):
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -194,6 +194,9 @@ def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session
     options = {"num_cpus": 0, "runtime_env": {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}}
     worker = ray_session.remote(RolloutWorker).options(**options).remote(0, recipe.model_dump(mode="json"))
     try:
+        path = ray_session.get(worker.__ray_call__.remote(lambda actor: actor.engine.handoff.path))
+        # buckets of 16 KiB: the tiny model's weights arrive in many, as a real model's do
+        ray_session.get(worker.__ray_call__.remote(lambda actor: setattr(actor.engine.handoff, "bucket_bytes", 16 << 10)))
         before = _generate(ray_session, worker, samples, GREEDY)
         changed = {k: (-3 * v if k.startswith("model.visual.merger.") else v) for k, v in weights.items()}
         ray_session.get(worker.update_weights.remote(changed, True))
@@ -201,8 +204,12 @@ def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session
         after = _generate(ray_session, worker, samples, GREEDY)
         ray_session.get(worker.update_weights.remote(weights))
         restored = _generate(ray_session, worker, samples, GREEDY)
+        partial = {name: value for name, value in weights.items() if name != "lm_head.weight"}
+        with pytest.raises(ray_session.exceptions.RayTaskError, match="reached no tensor of 1 engine parameters"):
+            ray_session.get(worker.update_weights.remote(partial), timeout=120)  # an error, not a broadcast left waiting
     finally:
         ray_session.kill(worker)
+    assert path == "group"
     assert loaded == pytest.approx(fingerprint(changed.items()), rel=1e-12)
     assert [g.responses for g in after] != [g.responses for g in before]
     assert [g.responses for g in restored] == [g.responses for g in before]
