@@ -491,7 +491,8 @@ class Trainer:
         self.version = self.step
         # Each worker loads them as soon as it is free: behind a rollout still running (max_staleness
         # > 0), which goes on meanwhile; the synchronous loop waits for every load.
-        self.pushes = {rank: worker.update_weights.remote(self.weights) for rank, worker in enumerate(self.rollout_workers)}
+        check = not self._sync_checked
+        self.pushes = {rank: worker.update_weights.remote(self.weights, check) for rank, worker in enumerate(self.rollout_workers)}
         if not self.recipe.trainer.max_staleness:
             self._settle_pushes()
         times.sync_s = time.perf_counter() - start
@@ -532,7 +533,7 @@ class Trainer:
         learner_print = self._on_learners("fingerprint")[0]
         tolerance = 1e-6 if self.recipe.model.dtype == "float32" else 1e-2  # rollout copies may be cast down
         for rank, value in enumerate(ray.get([w.fingerprint.remote() for w in self.rollout_workers])):
-            if value is not None and abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
+            if abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
                 raise RuntimeError(f"weight sync failed: rollout worker {rank} fingerprint {value} != learners' {learner_print}")
 
     def step_metrics(self, groups, scores, update_metrics, times: StepTimes, step_s: float) -> dict[str, float]:

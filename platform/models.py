@@ -262,10 +262,12 @@ def encode_each_image_once(visual: torch.nn.Module) -> None:
 
 
 def fingerprint(named_tensors) -> float:
-    """A cheap checksum of floating weights: equal on two roles means the sync really landed."""
-    total = 0.0
-    for _name, tensor in sorted(named_tensors):
-        if tensor.is_floating_point():
-            total += float(tensor.detach().double().abs().sum())
-    return total
+    """A checksum of floating weights: equal on two roles means the sync really landed. A sum of
+    per-tensor sums, so a receiver can add them up as the tensors stream past."""
+    return sum(tensor_checksum(tensor) for _name, tensor in sorted(named_tensors, key=lambda item: item[0]))
+
+
+def tensor_checksum(tensor: torch.Tensor) -> float:
+    """One tensor's part of `fingerprint`: the sum of its absolute values in float64; 0 for integers."""
+    return float(tensor.detach().double().abs().sum()) if tensor.is_floating_point() else 0.0
 

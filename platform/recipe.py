@@ -179,6 +179,8 @@ class RolloutConfig(Section):
     """Share of a GPU's memory vLLM may take."""
     sleep_when_idle: bool = False
     """vllm: free GPU memory between rollouts, for rollout and learner actors sharing GPUs."""
+    weight_handoff: Literal["auto", "file"] = "auto"
+    """vllm: how new weights reach the engine. auto: in memory where the engine runs in the actor's process, a gloo broadcast to its worker processes otherwise; file: a safetensors file per update in the node's temp folder (the fallback)."""
     kv_cache_gib: float | None = Field(None, gt=0)
     """vllm: KV-cache memory per engine in GiB. None: gpu_memory_utilization sizes it on GPU; 1 GiB
     on CPU, where vLLM would otherwise reserve that share of the machine's RAM per engine."""

@@ -9,7 +9,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogits
 
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import EncodedPrompt
-from anomalyr1.platform.models import load_policy, suppressed_token_ids
+from anomalyr1.platform.models import fingerprint, load_policy, suppressed_token_ids
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 
 
@@ -118,12 +118,11 @@ class HFEngine:
                 return tokens[: i + 1]
         return tokens
 
-    def update_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+    def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
+        """With `checksum`, returns models.fingerprint of the model's weights after the load."""
         state = {name: tensor.to(self.device, self.model.dtype) if tensor.is_floating_point() else tensor for name, tensor in named_tensors.items()}
         _missing, unexpected = self.model.load_state_dict(state, strict=False)  # partial (bucketed) updates are fine
         if unexpected:
             raise ValueError(f"weight update has unknown tensors: {unexpected[:5]}")
-
-    def named_weights(self):
-        return self.model.state_dict().items()
+        return fingerprint(self.model.state_dict().items()) if checksum else None
 

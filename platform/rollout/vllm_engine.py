@@ -9,6 +9,7 @@ learner's -inf mask differs from it by nothing measurable.
 Log-probs are vLLM's "processed" ones: of the distribution it sampled from (after temperature
 and logit bias), which is what the learners compute, so the two can be compared every step.
 
+The weights arrive by the path platform/weight_handoff.py chooses for where the engine runs.
 After each weight update every cache computed with the old weights is dropped: the prefix
 cache (KV of shared prompts) and the encoder cache (image embeddings). Keeping the latter would
 roll out with the old vision tower's features, silently on GPU.
@@ -30,7 +31,20 @@ from anomalyr1.platform.models import suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout import vllm_on_cpu
 from anomalyr1.platform.rollout.sampling import SamplingSettings
-from anomalyr1.platform.rollout.vllm_weights import WEIGHT_RECEIVER, write_weights_file
+from anomalyr1.platform.weight_handoff import WEIGHT_RECEIVER, WeightHandoff
+
+
+def executor_backend(tensor_parallel_size: int) -> str:
+    """vLLM's multiprocess executor for tensor parallelism, never its Ray executor.
+
+    Inside an actor of a placement group vLLM picks its Ray executor by default, which wants
+    one bundle per rank: on CPU it refuses to start ("current platform cpu does not support
+    ray"), and on GPU it refuses the platform's layout, one bundle holding all the worker's
+    tensor_parallel_size GPUs. The multiprocess executor starts the ranks as child processes of
+    the actor, on its node, where they see exactly the GPUs Ray gave the actor's bundle; and
+    Ray's scheduler keeps counting those GPUs as the actor's, so nothing else lands on them.
+    """
+    return "mp" if tensor_parallel_size > 1 else "uni"
 
 
 class VLLMEngine:
@@ -49,6 +63,7 @@ class VLLMEngine:
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=rollout.tensor_parallel_size,
+            distributed_executor_backend=executor_backend(rollout.tensor_parallel_size),
             gpu_memory_utilization=rollout.gpu_memory_utilization,
             kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)) if kv_cache_gib else None,
             dtype=model.dtype,
@@ -61,6 +76,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WEIGHT_RECEIVER,
         )
+        self.handoff = WeightHandoff(self.llm, rollout.weight_handoff)
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}
         if self.sleep_when_idle:
             self.llm.sleep(level=1)
@@ -98,15 +114,13 @@ class VLLMEngine:
             )
         return groups
 
-    def update_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+    def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
+        """With `checksum`, returns models.fingerprint of what the workers loaded (see weight_handoff)."""
         if self.sleep_when_idle:
             self.llm.wake_up(tags=["weights"])
-        path = write_weights_file(named_tensors)
-        try:
-            self.llm.collective_rpc("load_weights_file", args=(str(path),))
-        finally:
-            path.unlink()
+        loaded = self.handoff.send(named_tensors, checksum)
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         if self.sleep_when_idle:
             self.llm.sleep(level=1)
+        return loaded

@@ -16,7 +16,7 @@ import torch
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import encode_prompt
-from anomalyr1.platform.models import fingerprint, load_processor, resolve_model_path
+from anomalyr1.platform.models import load_processor, resolve_model_path
 from anomalyr1.platform.recipe import recipe_in_actor
 from anomalyr1.platform.rollout.hf_engine import HFEngine
 from anomalyr1.platform.rollout.sampling import SamplingSettings
@@ -34,6 +34,7 @@ class RolloutWorker:
     def __init__(self, rank: int, recipe: dict):
         self.rank = rank
         self.incarnation = uuid.uuid4().hex
+        self.loaded_fingerprint: float | None = None
         self.recipe = recipe_in_actor(recipe)
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         model = self.recipe.model
@@ -65,16 +66,19 @@ class RolloutWorker:
             groups = [replace(g, pixel_values=g.pixel_values.to(self.pixel_dtype)) for g in groups]
         return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, incarnation=self.incarnation)
 
-    def update_weights(self, state: dict[str, torch.Tensor]) -> str:
-        """Load the learners' weights; returns the incarnation that now holds them."""
-        self.engine.update_weights(state)
+    def update_weights(self, state: dict[str, torch.Tensor], checksum: bool = False) -> str:
+        """Load the learners' weights; returns the incarnation that now holds them. With
+        `checksum`, the load also leaves the fingerprint of what it loaded (`fingerprint`)."""
+        self.loaded_fingerprint = self.engine.update_weights(state, checksum)
         return self.incarnation
 
     def pid(self) -> int:
         return os.getpid()
 
-    def fingerprint(self) -> float | None:
-        """None where the engine keeps weights in its own layout (vLLM fuses and pads tensors)."""
-        named = getattr(self.engine, "named_weights", None)
-        return fingerprint(named()) if named else None
+    def fingerprint(self) -> float:
+        """models.fingerprint of the weights the last load put in the engine, comparable with the
+        learners' (see each engine's update_weights for what exactly it sums)."""
+        if self.loaded_fingerprint is None:
+            raise RuntimeError("no checksum of the last weight load: load with update_weights(state, checksum=True)")
+        return self.loaded_fingerprint
 

@@ -20,7 +20,7 @@ from anomalyr1.platform.batch import collate, response_log_probs
 from anomalyr1.platform.driver import Trainer
 from anomalyr1.platform.evaluate import evaluate
 from anomalyr1.platform.metrics import read_metrics
-from anomalyr1.platform.models import load_policy, load_processor, suppressed_token_ids
+from anomalyr1.platform.models import fingerprint, load_policy, load_processor, suppressed_token_ids
 from anomalyr1.platform.rollout.sampling import SamplingSettings
 from anomalyr1.platform.rollout.worker import RolloutWorker
 
@@ -96,6 +96,40 @@ def test_weight_update_reaches_vllm_and_restoring_restores(ray_session, vllm_wor
     assert [g.responses for g in restored] == [g.responses for g in before]
 
 
+def _use_handoff(ray, worker, path: str) -> None:
+    """Switch a live engine's hand-off path (see platform/weight_handoff.py), sparing a vLLM start per path."""
+    ray.get(worker.__ray_call__.remote(lambda actor: setattr(actor.engine.handoff, "path", path)))
+
+
+@pytest.mark.parametrize("path", ["in_memory", "file"])
+def test_the_checksum_is_of_the_weights_the_engine_loaded(ray_session, vllm_worker, samples, weights, path):
+    """What the driver's first-sync check compares with the learners' models.fingerprint: it
+    follows the weights into the engine, and a load that never happens cannot pass it."""
+    assert ray_session.get(vllm_worker.__ray_call__.remote(lambda actor: actor.engine.handoff.path)) == "in_memory"
+    changed = {name: (-3 * value if name.startswith("model.language_model.layers.1.") else value) for name, value in weights.items()}
+    before = _generate(ray_session, vllm_worker, samples, GREEDY)
+    _use_handoff(ray_session, vllm_worker, path)
+    try:
+        ray_session.get(vllm_worker.update_weights.remote(changed, True))
+        loaded = ray_session.get(vllm_worker.fingerprint.remote())
+        after = _generate(ray_session, vllm_worker, samples, GREEDY)
+        ray_session.get(vllm_worker.update_weights.remote(weights, True))
+        restored = ray_session.get(vllm_worker.fingerprint.remote())
+    finally:
+        _use_handoff(ray_session, vllm_worker, "in_memory")
+    assert loaded == pytest.approx(fingerprint(changed.items()), rel=1e-12)
+    assert restored == pytest.approx(fingerprint(weights.items()), rel=1e-12)
+    assert abs(loaded - restored) > 1.0, "the test's change should move the checksum"
+    assert [g.responses for g in after] != [g.responses for g in before], f"the {path} path did not change greedy outputs"
+
+
+def test_a_weight_update_that_misses_a_parameter_fails(ray_session, vllm_worker, weights):
+    partial = {name: value for name, value in weights.items() if name != "lm_head.weight"}
+    with pytest.raises(ray_session.exceptions.RayTaskError, match="reached no tensor of 1 engine parameters"):
+        ray_session.get(vllm_worker.update_weights.remote(partial))
+    ray_session.get(vllm_worker.update_weights.remote(weights))
+
+
 def test_log_probs_agree_with_the_learners_computation(ray_session, vllm_worker, samples, tiny_model, weights):
     temperature = 0.9
     groups = _generate(ray_session, vllm_worker, samples, SamplingSettings(n=4, temperature=temperature, max_new_tokens=16, seed=1))
@@ -132,9 +166,27 @@ def test_three_training_steps_with_two_vllm_rollout_workers(ray_session, tiny_re
         assert record["rollout/log_prob_diff_max"] < 1e-2, record
 
 
+def test_tensor_parallel_training_inside_the_platforms_placement_groups(ray_session, tiny_recipe, learnable_reward):
+    """vLLM picks its Ray executor inside a placement group, which cannot run here ("current
+    platform cpu does not support ray") nor take the platform's one-bundle layout on GPU: the
+    engine must start its ranks as processes of its own, and the weights reach both of them
+    over the hand-off group (the driver's first-sync check sums what they loaded)."""
+    recipe = tiny_recipe("rollout.engine=vllm", "rollout.tensor_parallel_size=2", "rollout.workers=1", "learner.workers=1",
+                         "reward.actors=1", "trainer.steps=2", "trainer.prompts_per_step=4", learnable_reward)
+    trainer = Trainer(recipe)
+    trainer.train()
+    metrics = read_metrics(trainer.output / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert metrics[0]["actor/grad_norm"] > 0, "no update happened: step 2 would not show a missed sync"
+    for record in metrics:
+        assert record["rollout/log_prob_diff_mean"] < 1e-3, record
+        assert record["rollout/log_prob_diff_max"] < 1e-2, record
+
+
 def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session, tiny_model, synthetic_root, cache_dir, samples, weights):
     """vLLM's multiprocess engine with 2 tensor-parallel workers, the layout of GPU runs: the
-    weights must reach both worker processes (they cannot travel as collective_rpc arguments)."""
+    weights must reach both worker processes (they cannot travel as collective_rpc arguments),
+    each of which sums what it loaded."""
     from anomalyr1.platform.recipe import load_recipe
 
     recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
@@ -142,12 +194,22 @@ def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session
     options = {"num_cpus": 0, "runtime_env": {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}}
     worker = ray_session.remote(RolloutWorker).options(**options).remote(0, recipe.model_dump(mode="json"))
     try:
+        path = ray_session.get(worker.__ray_call__.remote(lambda actor: actor.engine.handoff.path))
+        # buckets of 16 KiB: the tiny model's weights arrive in many, as a real model's do
+        ray_session.get(worker.__ray_call__.remote(lambda actor: setattr(actor.engine.handoff, "bucket_bytes", 16 << 10)))
         before = _generate(ray_session, worker, samples, GREEDY)
-        ray_session.get(worker.update_weights.remote({k: (-3 * v if k.startswith("model.visual.merger.") else v) for k, v in weights.items()}))
+        changed = {k: (-3 * v if k.startswith("model.visual.merger.") else v) for k, v in weights.items()}
+        ray_session.get(worker.update_weights.remote(changed, True))
+        loaded = ray_session.get(worker.fingerprint.remote())
         after = _generate(ray_session, worker, samples, GREEDY)
         ray_session.get(worker.update_weights.remote(weights))
         restored = _generate(ray_session, worker, samples, GREEDY)
+        partial = {name: value for name, value in weights.items() if name != "lm_head.weight"}
+        with pytest.raises(ray_session.exceptions.RayTaskError, match="reached no tensor of 1 engine parameters"):
+            ray_session.get(worker.update_weights.remote(partial), timeout=120)  # an error, not a broadcast left waiting
     finally:
         ray_session.kill(worker)
+    assert path == "group"
+    assert loaded == pytest.approx(fingerprint(changed.items()), rel=1e-12)
     assert [g.responses for g in after] != [g.responses for g in before]
     assert [g.responses for g in restored] == [g.responses for g in before]
