@@ -17,6 +17,7 @@ at most timeout_s; then the error says what the cluster lacks, in the planner's 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable
 
 import ray
@@ -94,7 +95,9 @@ class ActorWaits:
 def process_of() -> tuple[str, bool]:
     """Called inside an actor: its process (Ray's worker id), and whether it is one Ray restarted."""
     context = ray.get_runtime_context()
-    return context.get_worker_id(), context.was_current_actor_reconstructed
+    with warnings.catch_warnings():  # Ray 2.60's property reads its own deprecated actor_id
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return context.get_worker_id(), context.was_current_actor_reconstructed
 
 
 def _process(_actor) -> tuple[str, bool]:

@@ -75,6 +75,7 @@ class VLLMEngine:
             enable_prefix_caching=True,  # the G samples of a prompt share its (long, image-heavy) prefix
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WEIGHT_RECEIVER,
+            **(vllm_on_cpu.ENGINE_ARGS if on_cpu else {}),
         )
         self.handoff = WeightHandoff(self.llm, rollout.weight_handoff)
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}

@@ -8,6 +8,11 @@
 - The KV cache gets a fixed size (`rollout.kv_cache_gib`, 1 GiB unless set). Without one, vLLM's
   CPU worker reserves `gpu_memory_utilization` of the machine's RAM per engine (half of it by
   default) and refuses to start a second engine.
+- Prompts are prefilled whole (`enable_chunked_prefill=False`, ENGINE_ARGS). When a step's
+  token budget cuts a prompt's prefill, vLLM discards the token sampled for the partial prompt
+  and rewinds that request's seeded generator, which a CPU generator cannot do: a rollout of
+  more tokens than the budget (one worker with 64 image prompts of the tiny recipe) stopped
+  with "CPU Generator does not use offset".
 - Sleep mode does not exist there (vLLM ignores it with a warning), so it is never asked for.
 - vLLM's CPU attention runs only some head sizes; a model with another one fails here, at start,
   with its name, rather than at the first generate deep inside vLLM.
@@ -24,6 +29,9 @@ HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 """Head sizes vLLM 0.31's CPU attention supports."""
 
 KV_CACHE_GIB = 1.0
+
+ENGINE_ARGS = {"enable_chunked_prefill": False}
+"""vllm.LLM arguments on CPU (see the module docstring)."""
 
 
 def prepare_environment() -> None:

@@ -166,6 +166,19 @@ def test_three_training_steps_with_two_vllm_rollout_workers(ray_session, tiny_re
         assert record["rollout/log_prob_diff_max"] < 1e-2, record
 
 
+def test_one_vllm_worker_takes_the_whole_step_with_lora(ray_session, tiny_recipe, learnable_reward):
+    """64 image prompts in one engine overflow a step's token budget, which on CPU stopped a run
+    at its fifth step ("CPU Generator does not use offset", see vllm_on_cpu); and LoRA's merged
+    weights reach the engine: the gap stays at fp32's level after every update."""
+    recipe = tiny_recipe("rollout.engine=vllm", "rollout.workers=1", "trainer.steps=6", "learner.lora.rank=8", learnable_reward)
+    trainer = Trainer(recipe)
+    trainer.train()
+    metrics = read_metrics(trainer.output / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert metrics[0]["learner/trainable_share"] < 0.1 and any(m["actor/grad_norm"] > 0 for m in metrics)
+    assert max(m["rollout/log_prob_diff_mean"] for m in metrics) < 2e-3, metrics
+
+
 def test_tensor_parallel_training_inside_the_platforms_placement_groups(ray_session, tiny_recipe, learnable_reward):
     """vLLM picks its Ray executor inside a placement group, which cannot run here ("current
     platform cpu does not support ray") nor take the platform's one-bundle layout on GPU: the
