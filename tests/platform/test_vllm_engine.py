@@ -168,7 +168,7 @@ def test_three_training_steps_with_two_vllm_rollout_workers(ray_session, tiny_re
 
 def test_one_vllm_worker_takes_the_whole_step_with_lora(ray_session, tiny_recipe, learnable_reward):
     """64 image prompts in one engine overflow a step's token budget, which on CPU stopped a run
-    at its fifth step ("CPU Generator does not use offset", see vllm_on_cpu); and LoRA's merged
+    in its sixth step ("CPU Generator does not use offset", see vllm_on_cpu); and LoRA's merged
     weights reach the engine: the gap stays at fp32's level after every update."""
     recipe = tiny_recipe("rollout.engine=vllm", "rollout.workers=1", "trainer.steps=6", "learner.lora.rank=8", learnable_reward)
     trainer = Trainer(recipe)
