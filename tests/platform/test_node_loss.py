@@ -7,6 +7,7 @@ and every process on it, as a failed machine would. The head, where the driver a
 CPU, and two 1-CPU nodes hold the roles in a known layout: the rollout worker (1 CPU) fills one,
 the reward actor and the learner (0.5 CPU each) share the other. Where the run should survive, an
 empty 1-CPU node joins after the roles are placed, so the lost node's bundles can only go there.
+The run is held just after it starts step 2's rollout until the node is gone.
 """
 
 import json
@@ -22,7 +23,6 @@ from ray_processes import kill_processes_under
 CLUSTER_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
-    from pathlib import Path
 
     import ray
     from ray.cluster_utils import Cluster
@@ -117,7 +117,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
             result["resumable"] = found[1].step if found else None
             cluster.add_node(num_cpus=1)  # the node is back: --resume continues
             cluster.wait_for_nodes()
-            resumed = Trainer(load_recipe(None, base + ["trainer.placement_timeout_s=120"]), resume=True)  # starting is slow here
+            resumed = Trainer(load_recipe(None, base + ["trainer.placement_timeout_s=120"]), resume=True)  # room to start on a busy machine
             result["resumed_from"] = resumed.step
             result["final"] = str(resumed.train())
             result["resumed_steps"] = [m["step"] for m in read_metrics(resumed.output / "metrics.jsonl")]
