@@ -73,12 +73,12 @@ class RewardPool:
         self.actors = actors
         self.waits = waits
         self._next = 0
-        self._processes = Restarts()
+        self._restarts = Restarts()
 
     @property
     def restarts(self) -> int:
         """Actor deaths recovered from so far (Ray restarted the actor; its share was scored again)."""
-        return self._processes.count
+        return self._restarts.count
 
     @classmethod
     def start(
@@ -105,7 +105,7 @@ class RewardPool:
         longest = 0.0
         for ref, indices, actor, jobs in zip(pending.refs, pending.slices, pending.actors, pending.jobs):
             share = self._scored(ref, actor, jobs)
-            self._processes.saw(actor, share.process)
+            self._restarts.saw(actor, share.process)
             longest = max(longest, share.compute_s)
             for index, results in zip(indices, share.results):
                 ordered[index] = results

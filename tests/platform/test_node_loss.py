@@ -7,6 +7,7 @@ and every process on it, as a failed machine would. The head, where the driver a
 CPU, and two 1-CPU nodes hold the roles in a known layout: the rollout worker (1 CPU) fills one,
 the reward actor and the learner (0.5 CPU each) share the other. Where the run should survive, an
 empty 1-CPU node joins after the roles are placed, so the lost node's bundles can only go there.
+The run is held just after it starts step 2's rollout until the node is gone.
 """
 
 import json
@@ -22,7 +23,6 @@ from ray_processes import kill_processes_under
 CLUSTER_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
-    from pathlib import Path
 
     import ray
     from ray.cluster_utils import Cluster
@@ -31,7 +31,6 @@ CLUSTER_SCRIPT = textwrap.dedent(
     from anomalyr1.platform.checkpoint import find_resumable
     from anomalyr1.platform.driver import Trainer
     from anomalyr1.platform.metrics import read_metrics
-    from anomalyr1.platform.placement import PlacementError
     from anomalyr1.platform.recipe import load_recipe
 
     scenario, temp_dir, model, data, cache, out, reward = sys.argv[1:]
@@ -52,6 +51,20 @@ CLUSTER_SCRIPT = textwrap.dedent(
         "num_cpus": 0, "include_dashboard": False, "temp_dir": temp_dir, "_system_config": health})
 
 
+    at_loss, node_lost = threading.Event(), threading.Event()
+
+
+    class LosingANode(Trainer):
+        # Holds the run just after it starts step LOSE_AT's rollout (ahead, during the step before,
+        # with max_staleness 1) until the node is gone: a loss mid-step, however fast the machine.
+        def launch(self, step, count=None, draw=0):
+            launched = super().launch(step, count, draw)
+            if step == LOSE_AT and not draw:
+                at_loss.set()
+                node_lost.wait(timeout=120)
+            return launched
+
+
     def node_of(trainer, role):
         node_id = placement_group_table(trainer.groups[role])["bundles_to_node_id"][0]
         return next(node for node in cluster.worker_nodes if node.node_id == node_id)
@@ -69,7 +82,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
-        trainer = Trainer(recipe)
+        trainer = LosingANode(recipe)
         outcome = {}
 
         def run():
@@ -87,9 +100,10 @@ CLUSTER_SCRIPT = textwrap.dedent(
         if scenario != "no_room":
             cluster.add_node(num_cpus=1)  # room for the lost node's actors
             cluster.wait_for_nodes()
-        wait_for(lambda: trainer.step >= LOSE_AT, thread)
+        wait_for(at_loss.is_set, thread)
         cluster.remove_node(victim, allow_graceful=False)
         lost_at = time.monotonic()
+        node_lost.set()
         thread.join(timeout=240)
         result["hung"] = thread.is_alive()
         result["error"] = outcome.get("error")
@@ -103,7 +117,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
             result["resumable"] = found[1].step if found else None
             cluster.add_node(num_cpus=1)  # the node is back: --resume continues
             cluster.wait_for_nodes()
-            resumed = Trainer(load_recipe(None, base + ["trainer.placement_timeout_s=120"]), resume=True)  # starting is slow here
+            resumed = Trainer(load_recipe(None, base + ["trainer.placement_timeout_s=120"]), resume=True)  # room to start on a busy machine
             result["resumed_from"] = resumed.step
             result["final"] = str(resumed.train())
             result["resumed_steps"] = [m["step"] for m in read_metrics(resumed.output / "metrics.jsonl")]
