@@ -61,9 +61,10 @@ def add_adapters(model: nn.Module, config: LoraConfig, saved: Path | None = None
 
 
 def trainable_share(model: nn.Module) -> float:
-    """Trainable parameters over all parameters (global sizes, also when sharded)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable / sum(p.numel() for p in model.parameters())
+    """Trainable parameters over all parameters, by their full sizes: an FSDP2 DTensor's numel
+    is its global one, a ZeRO-3 partitioned parameter's is 0 and its ds_numel the full one."""
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trains in sizes if trains) / sum(n for n, _ in sizes)
 
 
 def merged_weights(state: dict[str, torch.Tensor], config: LoraConfig) -> dict[str, torch.Tensor]:
