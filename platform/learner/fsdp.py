@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from anomalyr1.platform.learner.backend import rank0_loads_weights
 from anomalyr1.platform.learner.state import load_rank_state, save_rank_state
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -55,9 +56,9 @@ def shard_from_rank0(model: nn.Module, param_dtype: torch.dtype, cpu_offload: bo
 
 
 def shard_policy(model: nn.Module, param_dtype: torch.dtype, cpu_offload: bool, device: torch.device) -> nn.Module:
-    """Shard a model as the learner loaded it: from rank 0's copy when several ranks share it
-    (see backend.rank0_loads_weights), else the rank's own."""
-    if dist.get_world_size() > 1:
+    """Shard a model as the learner loaded it: from rank 0's copy when only rank 0 read the
+    weights (the learner asks the same rank0_loads_weights), else the rank's own."""
+    if rank0_loads_weights("fsdp2", dist.get_world_size()):
         return shard_from_rank0(model, param_dtype, cpu_offload, device)
     return shard_blocks(model, param_dtype, cpu_offload)
 

@@ -149,14 +149,17 @@ class LearnerWorker:
         batch.response_mask = batch.response_mask.to(self.device)
         return batch
 
-    def _log_probs(self, model, batch: ModelBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The response tokens' log-probs (with the graph, when training) and, detached, the
-        same under the rollout's top-k/top-p: what the engine reports, for the gap metric.
+    def _log_probs(self, model, batch: ModelBatch, engine_view: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The response tokens' log-probs (with the graph, when training) and, with `engine_view`,
+        detached, the same under the rollout's top-k/top-p: what the engine reports, for the gap
+        metric (a top-k/top-p cut over the vocabulary, not spent on passes nobody compares).
         Logits are computed for the responses' positions alone (logits_to_keep)."""
         logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.responses.shape[1] + 1).logits
         rollout = self.recipe.rollout
         scores = response_scores(logits, batch, self.suppressed, rollout.temperature)
         log_prob = chosen_log_probs(scores, batch)
+        if not engine_view:
+            return log_prob, None
         if rollout.top_k == 0 and rollout.top_p == 1.0:
             return log_prob, log_prob.detach()
         return log_prob, truncated_log_probs(scores.detach(), batch, rollout.top_k, rollout.top_p)
@@ -208,7 +211,8 @@ class LearnerWorker:
         for micro in self._schedule(sequences, template or sequences[0]):
             batch = self._batch(micro)
             with self.policy.disable_adapter() if reference and self.lora else nullcontext():
-                values, engine_view = (t.cpu() for t in self._log_probs(model, batch))
+                values, engine_view = self._log_probs(model, batch, engine_view=gap is not None)
+            values = values.cpu()
             for row, sequence in enumerate(micro):
                 if not sequence.blank:
                     results.append(values[row, : len(sequence.response)])
