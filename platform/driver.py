@@ -1,18 +1,21 @@
-"""The GRPO driver: starts the roles on Ray and runs the step pipeline.
+"""The GRPO driver: the step pipeline, run over the roles that roles.py starts on Ray.
 
 One step:
   1. draw prompts                      (PromptSource, seeded)
-  2. roll out G completions per prompt  (rollout workers, in parallel)
-  3. score them                        (reward pool; each worker's groups are scored as soon as
-                                         they arrive, so scoring overlaps the slower workers)
+  2. roll out G completions per prompt  (the rollout side's actors, in parallel: rollout
+                                         workers, or the learner ranks when colocated)
+  3. score them                        (reward pool; each actor's groups are scored as soon as
+                                         they arrive, so scoring overlaps the slower ones)
   4. group-relative advantages         (verl's estimator, on the driver: it needs whole groups)
   5. update the policy                 (learners: old/ref log-probs, clipped loss + KL)
-  6. push the new weights              (learner rank 0 -> object store -> every rollout worker)
+  6. sync the new weights              (separate: learner rank 0 -> object store -> every rollout
+                                         worker; colocated: each rank into its engine, in memory)
   7. log (metrics; completions of logged steps), evaluate and checkpoint on schedule
 
-With trainer.max_staleness > 0 the same stages run in the same order; only the start of a later
-step's 1-2 moves up, to just before this step's 5 (see staleness.py and `launch_ahead`), and 6
-hands the weights to each worker behind the rollout it is running instead of waiting for them.
+With trainer.max_staleness > 0 (separate placement) the same stages run in the same order; only
+the start of a later step's 1-2 moves up, to just before this step's 5 (see staleness.py and
+`launch_ahead`), and 6 hands the weights to each worker behind the rollout it is running
+instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -35,18 +38,14 @@ from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit,
 from anomalyr1.platform.eval_answers import EVALS_DIR
 from anomalyr1.platform.eval_rollout import held_out_metrics
 from anomalyr1.platform.grpo import compute_advantages
-from anomalyr1.platform.learner.worker import LearnerWorker
 from anomalyr1.platform.metrics import MetricsLog, mean_std, metric_sinks
 from anomalyr1.platform.models import resolve_model_path
-from anomalyr1.platform.placement import actor_options, release, reserve, role_demands, shortfall
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
-from anomalyr1.platform.remote_calls import LOST, ActorWaits, Restarts
-from anomalyr1.platform.reward_pool import RewardPool
+from anomalyr1.platform.remote_calls import LOST
+from anomalyr1.platform.roles import MAX_RESTARTS, LearnerFailure, Roles
 from anomalyr1.platform.rollout_log import RolloutLog, drop_steps_after
 from anomalyr1.platform.rollout.sampling import SamplingSettings
-from anomalyr1.platform.rollout.worker import RolloutWorker
-from anomalyr1.platform.shared_output import check_learners_see
 from anomalyr1.platform.staleness import may_launch, staleness_metrics
 from anomalyr1.rewards import RewardResult
 
@@ -105,23 +104,12 @@ class Launched:
     """rank -> version of those weights (see staleness.py)."""
 
 
-class LearnerFailure(RuntimeError):
-    """Learner actors died: the group is rebuilt from the last checkpoint."""
-
-    def __init__(self, deaths: int, message: str):
-        super().__init__(message)
-        self.deaths = deaths
-
-
 def has_spread(results: list[RewardResult]) -> bool:
     """Whether a group's completions scored differently: otherwise GRPO's advantages are all 0."""
     return len({r.score for r in results}) > 1
 
 
 class Trainer:
-    MAX_RESTARTS = 3
-    """Per role and run: how many actor deaths are recovered from before the run stops."""
-
     def __init__(self, recipe: Recipe, resume: bool = False):
         self.recipe = recipe
         self.output = Path(recipe.trainer.output_dir).expanduser().absolute()  # the learners' working folder is their raylet's, not ours
@@ -133,7 +121,7 @@ class Trainer:
         self.prompts = PromptSource(self.data.samples, recipe.data.seed, recipe.data.shuffle_options)
         self.sampling = SamplingSettings.of(recipe.rollout)
         self._start_over()
-        self.groups: dict[str, object] = {}
+        self.roles = Roles(recipe, self.output, self._count_fault)
         self.faults = Counter({"rollout": 0, "learner": 0})
         """Deaths recovered from, per role; reward actors are restarted by Ray and counted by the pool."""
         self._sync_checked = False
@@ -173,86 +161,15 @@ class Trainer:
         self._start_over()
         self._restore()
 
-    # -- roles -----------------------------------------------------------------------------------
+    # -- roles (roles.py) ------------------------------------------------------------------------
 
     def start_roles(self) -> None:
-        recipe = self.recipe
-        demands = {d.role: d for d in role_demands(recipe)}
-        self.groups = reserve(list(demands.values()), recipe.trainer.placement_timeout_s)
-        self.waits = ActorWaits(recipe.trainer.placement_timeout_s, lambda: shortfall(list(demands.values())))
-        self._raw = recipe.model_dump(mode="json")
-
-        def on(role: str, index: int) -> dict:
-            return actor_options(self.groups[role], index, demands[role])
-
-        self._on = on
-        rollout_cls = ray.remote(RolloutWorker)
-        # Ray restarts a dead rollout worker; the driver notices the new incarnation, pushes the
-        # current weights to it and redoes its share (no automatic retry: it would use stale weights).
-        self.rollout_workers = [
-            rollout_cls.options(max_restarts=self.MAX_RESTARTS, max_task_retries=0, **on("rollout", i)).remote(i, self._raw)
-            for i in range(recipe.rollout.workers)
-        ]
-        self.incarnations: dict[int, str] = {}
-        self.pushes: dict[int, ray.ObjectRef] = {}
-        """Weight loads handed to the rollout workers and not yet confirmed, by rank."""
-        self.rollout_restarts = Restarts()
-        terms = [t.model_dump() for t in recipe.reward.terms]
-        self.reward_pool = RewardPool.start(terms, recipe.reward.actors, lambda i: on("reward", i), self.waits)
+        self.roles.start()
         self._start_learners()
 
     def _start_learners(self) -> None:
-        world = self.recipe.learner.workers
-        learner_cls = ray.remote(LearnerWorker)
-        self.learners = self.waits.start(  # after a node loss, into the bundles Ray places again if the cluster can hold them
-            lambda: [learner_cls.options(max_restarts=0, **self._on("learner", i)).remote(i, world, self._raw) for i in range(world)],
-            "the learner group",
-        )
-        check_learners_see(self.output, self.learners)  # before any model loads: checkpoints need output_dir shared
-        address, port = ray.get(self.learners[0].rendezvous.remote())
-        resume_from = str(self.resume_from) if self.resume_from else None
-        self._on_learners("setup", address, port, resume_from)
-        self.sync_weights(StepTimes())  # rollout workers start from the learners' weights (a checkpoint's, on resume)
-
-    def _on_learners(self, method: str, *args, per_rank: list | None = None) -> list:
-        """Call every learner; if one dies, kill them all (the others would block in a collective
-        waiting for it) and raise LearnerFailure, so the driver can rebuild the group."""
-        calls = per_rank if per_rank is not None else [args] * len(self.learners)
-        refs = [getattr(learner, method).remote(*call) for learner, call in zip(self.learners, calls)]
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                ray.get(done[0])
-            except Exception as exc:
-                dead = self._dead_learners(refs)
-                self._kill_learners()
-                if dead:
-                    raise LearnerFailure(dead, f"{dead} learner(s) died during {method}: {exc}") from exc
-                raise
-        return ray.get(refs)
-
-    @staticmethod
-    def _dead_learners(refs: list, timeout_s: float = 10.0) -> int:
-        """How many of the calls failed because their learner died (or its node did, with the
-        result): a rank's collective error (gloo's "connection reset by peer") is often the first
-        news of another rank's death."""
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        dead = 0
-        for ref in done:
-            try:
-                ray.get(ref)
-            except LOST:
-                dead += 1
-            except Exception:  # this rank's own error: the death, if any, shows on another ref
-                continue
-        return dead
-
-    def _kill_learners(self) -> None:
-        """All of them: the others would wait in a collective for the dead one."""
-        for learner in self.learners:
-            ray.kill(learner, no_restart=True)
-        self.learners = []
+        self.roles.learners.start(self.resume_from)
+        self.sync_weights(StepTimes())  # the engines start from the learners' weights (a checkpoint's, on resume)
 
     def _recover_learners(self, failure: LearnerFailure) -> None:
         """Rebuild the group (again, if a learner dies while it forms) and rewind to the last checkpoint."""
@@ -268,19 +185,8 @@ class Trainer:
     def _count_fault(self, role: str, cause: object, deaths: int = 1) -> None:
         self.faults[role] += deaths
         log.warning("%s fault %d: %s", role, self.faults[role], cause)
-        if self.faults[role] > self.MAX_RESTARTS:
-            raise RuntimeError(f"{role} actors failed {self.faults[role]} times (limit {self.MAX_RESTARTS}); stopping. Last: {cause}")
-
-    def stop_roles(self, timeout_s: float = 30.0) -> None:
-        """Learners leave their process group first, within one shared limit: one that never
-        started or died does not answer."""
-        learners = getattr(self, "learners", [])
-        if learners:
-            ray.wait([learner.shutdown.remote() for learner in learners], num_returns=len(learners), timeout=timeout_s)
-        for actor in learners + getattr(self, "rollout_workers", []) + getattr(getattr(self, "reward_pool", None), "actors", []):
-            ray.kill(actor)
-        release(self.groups)
-        self.groups = {}
+        if self.faults[role] > MAX_RESTARTS:
+            raise RuntimeError(f"{role} actors failed {self.faults[role]} times (limit {MAX_RESTARTS}); stopping. Last: {cause}")
 
     # -- the step pipeline -----------------------------------------------------------------------
 
@@ -300,9 +206,10 @@ class Trainer:
                     metrics = {**self.train_step(), **start_times}
                     start_times = {}
                     if recipe.trainer.eval_every and self.step % recipe.trainer.eval_every == 0:
-                        self._settle_pushes()
+                        rollout = self.roles.rollout
+                        rollout.settle()
                         evals = self.output / EVALS_DIR / f"step_{self.step}"
-                        metrics.update(held_out_metrics(self.rollout_workers, self.held_out, recipe, self.incarnations, self._rearm, evals))
+                        metrics.update(held_out_metrics(rollout.actors, self.held_out, recipe, rollout.incarnations, rollout.recover, evals))
                     self.history.append(self.metrics_log.write(self.step, metrics))
                     if recipe.trainer.save_every and self.step % recipe.trainer.save_every == 0:
                         self.save_checkpoint()
@@ -312,7 +219,7 @@ class Trainer:
         finally:
             if hasattr(self, "metrics_log"):
                 self.metrics_log.close()
-            self.stop_roles()
+            self.roles.stop()
         return final
 
     def _start(self) -> dict[str, float]:
@@ -374,7 +281,7 @@ class Trainer:
         """Stage 1 and the start of 2 for `step`: draw its prompts (prompts_per_step unless
         `count`), send each worker its share. `draw` numbers filter_groups' extra draws."""
         samples = self.prompts.next(count or self.recipe.trainer.prompts_per_step)
-        workers = len(self.rollout_workers)
+        workers = len(self.roles.rollout.actors)
         launched = Launched(step, samples, [samples[i::workers] for i in range(workers)], draw=draw)
         for rank, share in enumerate(launched.shares):
             if share:
@@ -403,25 +310,24 @@ class Trainer:
             rank = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-                held = self._holder(launched.holders[rank])
-                cause = None if result.incarnation == held else "restarted since its last weights"
+                cause = self.roles.rollout.stale(result.incarnation, launched.holders[rank])
             except LOST as exc:  # lost with its process or node (Ray restarts it) or its result with the node
                 result, cause = None, exc
             if cause is not None:  # lost its weights: give it the current ones and redo its share
-                self._rearm(rank, cause)
+                self.roles.rollout.recover(rank, cause)
                 remaining.append(self._generate(launched, rank))
                 continue
             for group in result.groups:
                 group.policy_version = launched.versions[rank]
             by_rank[rank] = result.groups
             rollout_compute_s = max(rollout_compute_s, result.compute_s)
-            scoring[rank] = self.reward_pool.submit(result.groups, shared)
+            scoring[rank] = self.roles.reward_pool.submit(result.groups, shared)
         times.rollout_s += time.perf_counter() - start
         times.rollout_compute_s += rollout_compute_s
         reward_start = time.perf_counter()
         groups, scores = [], []
         for rank in sorted(by_rank):
-            results, compute_s = self.reward_pool.gather(scoring[rank])
+            results, compute_s = self.roles.reward_pool.gather(scoring[rank])
             reward_compute_s = max(reward_compute_s, compute_s)
             groups += by_rank[rank]
             scores += results
@@ -433,21 +339,11 @@ class Trainer:
         """Worker `rank`'s rollout of its share, seeded by step and rank (the same on a retry),
         with the weights it was last given (queued behind them when they are still loading)."""
         sampling = self.sampling.seeded(self._seed("rollout", rank, launched.step, launched.draw))
-        ref = self.rollout_workers[rank].generate.remote([s.to_dict() for s in launched.shares[rank]], sampling)
+        ref = self.roles.rollout.actors[rank].generate.remote([s.to_dict() for s in launched.shares[rank]], sampling)
         launched.pending[ref] = rank
-        launched.holders[rank] = self.pushes.get(rank, self.incarnations.get(rank))
+        launched.holders[rank] = self.roles.rollout.holder(rank)
         launched.versions[rank] = self.version
         return ref
-
-    @staticmethod
-    def _holder(holder: str | ray.ObjectRef | None) -> str | None:
-        """The incarnation that loaded some weights: `holder` is it, or the ref of the push that loaded them."""
-        if not isinstance(holder, ray.ObjectRef):
-            return holder
-        try:
-            return ray.get(holder)
-        except LOST:
-            return None  # it died: its next rollout shows a new incarnation and is redone
 
     def class_records(self) -> list[dict]:
         return [{"dataset": d, "category": c, "defect_type": t, "count": n} for (d, c, t), n in sorted(self.class_counts.items())]
@@ -473,68 +369,24 @@ class Trainer:
 
     def update(self, sequences: list[TrainSequence], times: StepTimes) -> dict[str, float]:
         start = time.perf_counter()
-        world = len(self.learners)
+        world = len(self.roles.learners.actors)
         if len(sequences) < world:
             # filter_groups left too little to give every rank a share: the learners only
             # advance their schedule, so the step counts as skipped.
             sequences = []
         seed = self._seed("update", 0)
-        results = self._on_learners("update", per_rank=[(share, len(sequences), seed) for share in split_evenly(sequences, world)])
+        results = self.roles.learners.call("update", per_rank=[(share, len(sequences), seed) for share in split_evenly(sequences, world)])
         times.learner_s = time.perf_counter() - start
         times.learner_compute_s = max(r.compute_s for r in results)
         return results[0].metrics
 
     def sync_weights(self, times: StepTimes) -> None:
+        """The learners' weights into every engine (the first time, checked against theirs)."""
         start = time.perf_counter()
-        self.weights = self._on_learners("state_dict")[0][0]
-        """Kept: a restarted rollout worker is given these before it generates again."""
+        self.roles.rollout.sync(check=not self._sync_checked, wait=not self.recipe.trainer.max_staleness)
+        self._sync_checked = True
         self.version = self.step
-        # Each worker loads them as soon as it is free: behind a rollout still running (max_staleness
-        # > 0), which goes on meanwhile; the synchronous loop waits for every load.
-        check = not self._sync_checked
-        self.pushes = {rank: worker.update_weights.remote(self.weights, check) for rank, worker in enumerate(self.rollout_workers)}
-        if not self.recipe.trainer.max_staleness:
-            self._settle_pushes()
         times.sync_s = time.perf_counter() - start
-        if not self._sync_checked:
-            self._check_sync()
-            self._sync_checked = True
-
-    def _settle_pushes(self) -> None:
-        """Wait for the weight loads handed out; a worker that died keeps its old incarnation here."""
-        for rank, ref in self.pushes.items():
-            held = self._holder(ref)
-            if held is not None:
-                self.incarnations[rank] = held
-        self.pushes = {}
-
-    def _rearm(self, rank: int, cause: object) -> None:
-        """A rollout worker's call was lost or it came back with its initial weights: give it the
-        current ones. A worker Ray restarted is a death, counted once however many calls it lost."""
-        process = self._refresh_rollout_worker(rank)
-        if self.rollout_restarts.saw(rank, process):
-            self._count_fault("rollout", f"rollout worker {rank}: {cause}")
-
-    def _refresh_rollout_worker(self, rank: int) -> tuple[str, bool]:
-        """Waits while Ray restarts the worker (see remote_calls), then hands it the weights."""
-        worker = self.rollout_workers[rank]
-        while True:
-            process = self.waits.until_back(worker, f"rollout worker {rank}")
-            try:
-                self.incarnations[rank] = ray.get(worker.update_weights.remote(self.weights))
-                break
-            except LOST:  # lost again while loading them
-                continue
-        self.pushes.pop(rank, None)
-        return process
-
-    def _check_sync(self) -> None:
-        """Once per run: the rollout workers hold exactly the learners' weights."""
-        learner_print = self._on_learners("fingerprint")[0]
-        tolerance = 1e-6 if self.recipe.model.dtype == "float32" else 1e-2  # rollout copies may be cast down
-        for rank, value in enumerate(ray.get([w.fingerprint.remote() for w in self.rollout_workers])):
-            if abs(value - learner_print) > tolerance * max(1.0, abs(learner_print)):
-                raise RuntimeError(f"weight sync failed: rollout worker {rank} fingerprint {value} != learners' {learner_print}")
 
     def step_metrics(self, groups, scores, update_metrics, times: StepTimes, step_s: float) -> dict[str, float]:
         flat = [r for group_results in scores for r in group_results]
@@ -562,7 +414,7 @@ class Trainer:
             metrics[f"perf/{role}_idle_frac"] = max(0.0, 1.0 - busy / step_s) if step_s > 0 else 0.0
         metrics["throughput/tokens_per_s"] = sum(lengths) / step_s if step_s > 0 else 0.0
         metrics["throughput/rollout_tokens_per_s"] = sum(lengths) / times.rollout_s if times.rollout_s > 0 else 0.0
-        for role, count in {**self.faults, "reward": self.reward_pool.restarts}.items():
+        for role, count in {**self.faults, "reward": self.roles.reward_pool.restarts}.items():
             metrics[f"fault/{role}_restarts"] = float(count)
         return metrics
 
@@ -572,15 +424,15 @@ class Trainer:
         """Written beside the target and renamed, so a crash never leaves a half-written model."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(target)
-        self._on_learners("save_model", str(staging))
+        self.roles.learners.call("save_model", str(staging))
         return commit(staging, target)
 
     def save_checkpoint(self) -> Path:
         target = checkpoints_dir(self.output) / f"step_{self.step}"
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(target)
-        self._on_learners("save_model", str(staging / "model"))
-        self._on_learners("save_state", str(staging / "learner"))
+        self.roles.learners.call("save_model", str(staging / "model"))
+        self.roles.learners.call("save_state", str(staging / "learner"))
         state = TrainerState(step=self.step, prompts=self.prompts.state(), class_counts=self.class_records(), metrics=self.history)
         commit(staging, target, state)
         prune(self.output, self.recipe.trainer.keep_checkpoints)

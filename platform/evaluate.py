@@ -23,7 +23,7 @@ from anomalyr1.data_pipelines.scoring import MMADScores
 from anomalyr1.platform.driver import connect_ray
 from anomalyr1.platform.eval_answers import ANSWERS_FILE, TABLE_FILE, choose_letter, reference_letter, write_answers
 from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
-from anomalyr1.platform.placement import actor_options, release, reserve, role_demands
+from anomalyr1.platform.placement import actor_options, eval_demand, release, reserve
 from anomalyr1.platform.prompt_source import load_training_data
 from anomalyr1.platform.recipe import Recipe, parse_recipe
 from anomalyr1.platform.rollout.worker import RolloutWorker
@@ -84,7 +84,7 @@ def evaluate(recipe: Recipe, checkpoint: str | None, out_dir: str | Path, prompt
     if paper:
         samples = paper_shuffle(samples, recipe.data.seed)
     connect_ray(recipe)
-    demand = next(d for d in role_demands(recipe) if d.role == "rollout")
+    demand = eval_demand(recipe)
     groups = reserve([demand], recipe.trainer.placement_timeout_s)
     raw = recipe.model_dump(mode="json")
     worker_cls = ray.remote(RolloutWorker)

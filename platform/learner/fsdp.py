@@ -70,9 +70,10 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def gather_full_weights(
-    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20, every_rank: bool = False
 ) -> dict[str, torch.Tensor] | None:
-    """Unsharded weights at rank 0 (None elsewhere) with one all-gather per bucket.
+    """Unsharded weights at rank 0 on the host (None elsewhere) with one all-gather per bucket;
+    with `every_rank`, on every rank and left on `device`, for an engine in the rank's process.
 
     `get_model_state_dict` gathers tensor by tensor, which on gloo costs ~10x more than one flat
     gather; buckets bound the extra memory for multi-GB models. FSDP2 shards every tensor on
@@ -88,25 +89,29 @@ def gather_full_weights(
     all_rows = [torch.zeros_like(rows) for _ in range(world)]
     dist.all_gather(all_rows, rows)
     all_rows = [r.cpu() for r in all_rows]
+    keep = every_rank or rank == 0
+    out_device = device if every_rank else torch.device("cpu")
     out: dict[str, torch.Tensor] = {}
     bucket: list[int] = []
     size = 0
     for index, (_name, value) in enumerate(entries):
         if not sharded[index]:
-            if rank == 0:
-                out[entries[index][0]] = value.detach().to("cpu", dtype or value.dtype)
+            if keep:
+                out[entries[index][0]] = value.detach().to(out_device, dtype or value.dtype)
             continue
         bucket.append(index)
         size += value.numel() * value.element_size()
         if size >= bucket_bytes:
-            _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out)
+            _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out if keep else None, out_device)
             bucket, size = [], 0
     if bucket:
-        _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out)
-    return out if rank == 0 else None
+        _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out if keep else None, out_device)
+    return out if keep else None
 
 
-def _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world, out) -> None:
+def _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out, out_device) -> None:
+    """One all-gather; with `out` (the ranks that keep the weights) the tensors rebuilt into it on out_device."""
+    rank = dist.get_rank()
     wire = dtype or local[bucket[0]].dtype
     row_numel = [math.prod(entries[i][1].shape[1:]) for i in bucket]
     counts = [sum(int(all_rows[r][i]) * n for i, n in zip(bucket, row_numel)) for r in range(world)]
@@ -116,12 +121,12 @@ def _gather_bucket(entries, local, all_rows, bucket, device, dtype, rank, world,
         flat[: counts[rank]] = torch.cat([local[i].reshape(-1).to(device, wire) for i in bucket])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
-    if rank != 0:
+    if out is None:
         return
     pieces: dict[int, list[torch.Tensor]] = {i: [] for i in bucket}
     for r in range(world):
         offset = 0
-        buffer = gathered[r].cpu()
+        buffer = gathered[r].to(out_device)
         for i, n in zip(bucket, row_numel):
             rows = int(all_rows[r][i])
             shape = (rows, *entries[i][1].shape[1:])
@@ -161,8 +166,8 @@ class FSDPBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return norm, applied
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        return gather_full_weights(self.module, self.device, dtype)
+    def rollout_weights(self, dtype: torch.dtype, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
+        return gather_full_weights(self.module, self.device, dtype, every_rank=every_rank)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         state = full_state_dict(self.module)

@@ -118,6 +118,9 @@ class HFEngine:
                 return tokens[: i + 1]
         return tokens
 
+    def sleep(self) -> None:
+        """Colocated, before the learners train: nothing to free (its copy of the weights is all it holds between rollouts)."""
+
     def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
         """With `checksum`, returns models.fingerprint of the model's weights after the load."""
         state = {name: tensor.to(self.device, self.model.dtype) if tensor.is_floating_point() else tensor for name, tensor in named_tensors.items()}

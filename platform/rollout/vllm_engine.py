@@ -15,7 +15,16 @@ cache (KV of shared prompts) and the encoder cache (image embeddings). Keeping t
 roll out with the old vision tower's features, silently on GPU.
 
 With `rollout.sleep_when_idle` (GPU) the engine frees its memory between rollouts, for recipes
-that put rollout and learner actors on the same GPUs (fractional num_gpus).
+that put rollout and learner actors on the same GPUs (fractional num_gpus): level 1, its weights
+parked in host memory.
+
+Colocated (`rollout.placement: colocated`) the engine lives in a learner rank's process, which
+has already formed the learners' torch.distributed group: vLLM's external-launcher executor
+joins that group (each rank one "external data parallel" engine that generates on its own) where
+its own executors would try to form another. On GPU it sleeps at level 2 (weights and KV cache
+discarded) whenever the learners train (`sleep`), so the KV cache and the learners' activations
+never peak together; the weights wake for each load, the KV cache for the next rollout, as in
+verl's hybrid engine.
 """
 
 from __future__ import annotations
@@ -47,6 +56,11 @@ def executor_backend(tensor_parallel_size: int) -> str:
     return "mp" if tensor_parallel_size > 1 else "uni"
 
 
+COLOCATED_ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "LOCAL_RANK": "0"}
+"""What vLLM's external-launcher executor reads (with RANK): its engine core in this process,
+on the rank's one device (Ray shows each learner its own GPU as device 0)."""
+
+
 class VLLMEngine:
     def __init__(self, model_path: str, tokenizer, recipe: Recipe):
         rollout, model = recipe.rollout, recipe.model
@@ -55,15 +69,22 @@ class VLLMEngine:
         if on_cpu:
             vllm_on_cpu.prepare_environment()
             vllm_on_cpu.check_head_size(model_path)
+        self.colocated = rollout.placement == "colocated"
+        if self.colocated:
+            import torch.distributed as dist
+
+            os.environ.update(COLOCATED_ENVIRONMENT, RANK=str(dist.get_rank()))
         from vllm import LLM
 
         kv_cache_gib = rollout.kv_cache_gib or (vllm_on_cpu.KV_CACHE_GIB if on_cpu else None)
         self.tokenizer = tokenizer
-        self.sleep_when_idle = rollout.sleep_when_idle and not on_cpu
+        self.sleep_level = 0 if on_cpu else 2 if self.colocated else 1 if rollout.sleep_when_idle else 0
+        """vLLM's sleep level between uses (0: never sleeps; CPU builds have no sleep mode)."""
+        self.awake = {"weights", "kv_cache"}
         self.llm = LLM(
             model=model_path,
             tensor_parallel_size=rollout.tensor_parallel_size,
-            distributed_executor_backend=executor_backend(rollout.tensor_parallel_size),
+            distributed_executor_backend="external_launcher" if self.colocated else executor_backend(rollout.tensor_parallel_size),
             gpu_memory_utilization=rollout.gpu_memory_utilization,
             kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)) if kv_cache_gib else None,
             dtype=model.dtype,
@@ -71,7 +92,7 @@ class VLLMEngine:
             # no video: vLLM would otherwise size its encoder cache for videos nobody sends
             limit_mm_per_prompt={"image": recipe.prompt.k_shot + 1, "video": 0},
             mm_processor_kwargs={k: v for k, v in (("min_pixels", model.min_pixels), ("max_pixels", model.max_pixels)) if v},
-            enable_sleep_mode=self.sleep_when_idle,
+            enable_sleep_mode=self.sleep_level > 0,
             enable_prefix_caching=True,  # the G samples of a prompt share its (long, image-heavy) prefix
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WEIGHT_RECEIVER,
@@ -79,8 +100,24 @@ class VLLMEngine:
         )
         self.handoff = WeightHandoff(self.llm, rollout.weight_handoff)
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}
-        if self.sleep_when_idle:
-            self.llm.sleep(level=1)
+        self.sleep()
+
+    def sleep(self) -> None:
+        """Free the device memory until the next use (a no-op where the engine does not sleep)."""
+        if self.sleep_level and self.awake:
+            self.llm.sleep(level=self.sleep_level)
+            self.awake = set()
+
+    def _wake(self, *tags: str) -> None:
+        asleep = [tag for tag in tags if tag not in self.awake]
+        if asleep:
+            self.llm.wake_up(tags=asleep)
+            self.awake.update(asleep)
+
+    def _idle(self) -> None:
+        """Between uses: separate actors sleep at once; colocated ones when the learners train."""
+        if not self.colocated:
+            self.sleep()
 
     def generate(self, prompts: list[EncodedPrompt], sampling: SamplingSettings) -> list[RolloutGroup]:
         from vllm import SamplingParams
@@ -98,11 +135,9 @@ class VLLMEngine:
             seed=sampling.seed,
         )
         requests = [{"prompt": p.chat_text, "multi_modal_data": {"image": p.images}} for p in prompts]
-        if self.sleep_when_idle:
-            self.llm.wake_up()
+        self._wake("weights", "kv_cache")
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        if self.sleep_when_idle:
-            self.llm.sleep(level=1)
+        self._idle()
         groups = []
         for prompt, output in zip(prompts, outputs):
             completions = output.outputs
@@ -117,11 +152,9 @@ class VLLMEngine:
 
     def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
         """With `checksum`, returns models.fingerprint of what the workers loaded (see weight_handoff)."""
-        if self.sleep_when_idle:
-            self.llm.wake_up(tags=["weights"])
+        self._wake("weights")  # after a level-2 sleep they hold nothing until this load
         loaded = self.handoff.send(named_tensors, checksum)
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
-        if self.sleep_when_idle:
-            self.llm.sleep(level=1)
+        self._idle()
         return loaded

@@ -1,4 +1,5 @@
-"""The rollout role: a Ray actor that turns Samples into G completions each.
+"""The rollout role: a Ray actor that turns Samples into G completions each (or, with
+rollout.placement colocated, the same object inside each learner actor).
 
 Prompt building, image loading and processing happen here, next to the engine, so the driver
 only ships small Sample dicts out and gets token ids, pixels and texts back.
@@ -46,7 +47,10 @@ class RolloutWorker:
 
             self.engine = VLLMEngine(path, self.processor.tokenizer, self.recipe)
         else:
-            device = "cuda" if self.recipe.rollout.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+            # colocated, the engine has the learner's devices (also under `anomalyr1 eval`: placement.eval_demand)
+            colocated = self.recipe.rollout.placement == "colocated"
+            gpus = self.recipe.learner.num_gpus if colocated else self.recipe.rollout.num_gpus
+            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
             self.engine = HFEngine(path, self.processor.tokenizer, model.dtype, model.attn_implementation, device)
 
     def generate(self, samples: list[dict], sampling: SamplingSettings, texts_only: bool = False) -> RolloutResult:

@@ -37,11 +37,12 @@ def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tin
 
     thread = threading.Thread(target=run)
     thread.start()
-    wait_for(lambda: trainer.step >= 1 and getattr(trainer, "learners", None) and hasattr(trainer, "version"))  # weights synced once
+    wait_for(lambda: trainer.step >= 1 and hasattr(trainer, "version"))  # weights synced once
+    roles = trainer.roles
     pids = {
-        "rollout": ray.get(trainer.rollout_workers[0].pid.remote()),
-        "reward": ray.get(trainer.reward_pool.actors[0].pid.remote()),
-        "learner": ray.get(trainer.learners[1].pid.remote()),
+        "rollout": ray.get(roles.rollout.actors[0].pid.remote()),
+        "reward": ray.get(roles.reward_pool.actors[0].pid.remote()),
+        "learner": ray.get(roles.learners.actors[1].pid.remote()),
     }
     for step, role in ((2, "rollout"), (3, "reward"), (4, "learner")):
         wait_for(lambda: trainer.step >= step or not thread.is_alive())
@@ -56,3 +57,29 @@ def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tin
     assert last["fault/rollout_restarts"] >= 1, last
     assert last["fault/reward_restarts"] >= 1, last
     assert last["fault/learner_restarts"] == 1, last
+
+
+def test_a_killed_colocated_learner_is_rebuilt_with_its_engine(ray_session, tiny_recipe, learnable_reward):
+    """Colocated, a learner is also a rollout engine: killed (while it generates or trains), the
+    group is rebuilt from the last checkpoint, engines included, and every step lands once."""
+    trainer = Trainer(tiny_recipe(f"trainer.steps={STEPS}", "trainer.save_every=1", "rollout.placement=colocated",
+                                  "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
+    outcome = {}
+
+    def run():
+        try:
+            outcome["final"] = trainer.train()
+        except BaseException as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: trainer.step >= 2 and hasattr(trainer, "version") or not thread.is_alive())
+    victim = ray.get(trainer.roles.learners.actors[1].pid.remote())
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=600)
+    assert "error" not in outcome, f"the run failed: {outcome.get('error')!r}"
+    metrics = read_metrics(trainer.output / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1)), "every step exactly once, redone steps replaced"
+    assert metrics[-1]["fault/learner_restarts"] == 1, metrics[-1]
+    assert metrics[-1]["fault/rollout_restarts"] == 0, "colocated, a lost engine is a learner fault, not a rollout one"

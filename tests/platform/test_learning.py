@@ -11,11 +11,15 @@ STEPS = 24
 WINDOW = 5
 
 
-@pytest.mark.parametrize("staleness", [0, 1], ids=["synchronous", "staleness1"])
-def test_reward_rises_under_grpo(ray_session, tiny_recipe, learnable_reward, staleness):
+@pytest.mark.parametrize(
+    "setting",
+    ["trainer.max_staleness=0", "trainer.max_staleness=1", "rollout.placement=colocated"],
+    ids=["synchronous", "staleness1", "colocated"],
+)
+def test_reward_rises_under_grpo(ray_session, tiny_recipe, learnable_reward, setting):
     recipe = tiny_recipe(
         f"trainer.steps={STEPS}",
-        f"trainer.max_staleness={staleness}",
+        setting,
         learnable_reward,
         "learner.lr=2.0e-3",
         "algorithm.kl_coef=0.0",

@@ -29,7 +29,6 @@ def test_each_learner_gets_whole_prompts(monkeypatch):
     groups = [_group(i, 8) for i in range(8)]
     sequences = [TrainSequence(group=g, response_index=i, advantage=0.0) for g in groups for i in range(8)]
     trainer = Trainer.__new__(Trainer)
-    trainer.learners = [None] * 4
     trainer._seed = lambda purpose, rank: 0
     sent = {}
 
@@ -37,7 +36,7 @@ def test_each_learner_gets_whole_prompts(monkeypatch):
         sent["shares"] = [share for share, _total, _seed in per_rank]
         return [SimpleNamespace(compute_s=0.0, metrics={})] * 4
 
-    trainer._on_learners = on_learners
+    trainer.roles = SimpleNamespace(learners=SimpleNamespace(actors=[None] * 4, call=on_learners))
     trainer.update(sequences, StepTimes())
     images_per_learner = [len({id(s.group) for s in share}) for share in sent["shares"]]
     assert images_per_learner == [2, 2, 2, 2]

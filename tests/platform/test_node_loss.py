@@ -66,7 +66,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
 
 
     def node_of(trainer, role):
-        node_id = placement_group_table(trainer.groups[role])["bundles_to_node_id"][0]
+        node_id = placement_group_table(trainer.roles.groups[role])["bundles_to_node_id"][0]
         return next(node for node in cluster.worker_nodes if node.node_id == node_id)
 
 

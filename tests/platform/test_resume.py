@@ -32,10 +32,15 @@ def cli(recipe_file, resume=False):
     return [sys.executable, "-m", "anomalyr1.platform.cli", "train", str(recipe_file)] + (["--resume"] if resume else [])
 
 
-@pytest.mark.parametrize("extra", [(), ("learner.lora.rank=4", "learner.lr=1e-2")], ids=["full", "lora"])
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("learner.lora.rank=4", "learner.lr=1e-2"), ("rollout.placement=colocated",)],
+    ids=["full", "lora", "colocated"],
+)
 def test_sigkilled_run_resumes_to_the_same_weights_and_metrics(ray_session, tiny_recipe, learnable_reward, tmp_path, extra):
     """With LoRA a checkpoint holds the adapters and their optimizer state; the merged weights
-    and every metric must still come out as the uninterrupted run's."""
+    and every metric must still come out as the uninterrupted run's. Colocated, the engines are
+    rebuilt inside the resumed learners and take the checkpoint's weights from them."""
     reference = Trainer(tiny_recipe(*settings(learnable_reward), *extra))
     reference.train()
     expected_weights = load_file(str(reference.output / "final" / "model.safetensors"))

@@ -154,8 +154,12 @@ def test_eval_with_the_vllm_engine_answers_every_question(ray_session, tiny_reci
     assert all(isinstance(r["response"], str) for r in records) and any(r["response"] for r in records)
 
 
-def test_three_training_steps_with_two_vllm_rollout_workers(ray_session, tiny_recipe, learnable_reward):
-    recipe = tiny_recipe("rollout.engine=vllm", "rollout.workers=2", "trainer.steps=3", "trainer.prompts_per_step=4", learnable_reward)
+@pytest.mark.parametrize("placement", ["separate", "colocated"])
+def test_three_training_steps_with_two_vllm_engines(ray_session, tiny_recipe, learnable_reward, placement):
+    """Colocated, each of the two learner ranks runs an engine in its own process, joined to the
+    learners' process group, and loads the weights from its shards in memory."""
+    recipe = tiny_recipe("rollout.engine=vllm", "rollout.workers=2", "trainer.steps=3", "trainer.prompts_per_step=4", learnable_reward,
+                         f"rollout.placement={placement}")
     trainer = Trainer(recipe)
     trainer.train()
     metrics = read_metrics(trainer.output / "metrics.jsonl")
