@@ -32,7 +32,7 @@ import ray
 import torch
 
 from anomalyr1.data_pipelines.holdout import split_held_out
-from anomalyr1.platform.actor_env import ACTOR_ENV
+from anomalyr1.platform.actor_env import ACTOR_ENV, QUIET_ENV
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence, split_evenly
 from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
 from anomalyr1.platform.eval_answers import EVALS_DIR
@@ -58,12 +58,18 @@ def class_of(sample) -> tuple[str, str, str]:
 
 
 def connect_ray(recipe: Recipe) -> None:
-    """Join the recipe's cluster, RAY_ADDRESS's (as under `ray job submit`), or start a local one."""
+    """Join the recipe's cluster, RAY_ADDRESS's (as under `ray job submit`), or start a local one.
+
+    The console stays as quiet as the command's logging (`-v` sets INFO): without it, Ray's own
+    lines (its start, the token-authentication notice) and the actors' bars stay out."""
     if ray.is_initialized():
         return
+    verbose = log.isEnabledFor(logging.INFO)
+    env_vars = {**ACTOR_ENV, **({} if verbose else QUIET_ENV)}
+    ray_logging = logging.INFO if verbose else logging.ERROR
     address = recipe.trainer.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": ACTOR_ENV}, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True, logging_level=ray_logging)
     else:
         trainer = recipe.trainer
         ray.init(
@@ -71,7 +77,8 @@ def connect_ray(recipe: Recipe) -> None:
             num_cpus=os.cpu_count(),
             include_dashboard=trainer.dashboard,
             dashboard_host=trainer.dashboard_host,
-            runtime_env={"env_vars": ACTOR_ENV},
+            runtime_env={"env_vars": env_vars},
+            logging_level=ray_logging,
         )
 
 

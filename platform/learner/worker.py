@@ -93,6 +93,7 @@ class LearnerWorker:
         torch.set_num_threads(self.recipe.trainer.torch_threads)
         use_cuda = self.recipe.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+        os.environ.setdefault("DS_ACCELERATOR", self.device.type)  # DeepSpeed (imported by transformers' saving too) would guess it, and warn
         self.algorithm = self.recipe.algorithm
 
     def rendezvous(self) -> tuple[str, int]:

@@ -37,11 +37,14 @@ def test_missing_fewshot_file_is_a_recipe_error(tiny_recipe, tmp_path: Path) -> 
         tiny_recipe(f"data.fewshot_file={tmp_path / 'nope.json'}")
 
 
-@pytest.mark.parametrize("staleness", [0, 1], ids=["synchronous", "staleness1"])
-def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot_file, monkeypatch, staleness) -> None:
+@pytest.mark.parametrize(
+    "setting", ["trainer.max_staleness=0", "trainer.max_staleness=1", "rollout.placement=colocated"], ids=["synchronous", "staleness1", "colocated"]
+)
+def test_eval_every_n_steps_on_held_out_images(ray_session, tiny_recipe, fewshot_file, monkeypatch, setting) -> None:
+    """Colocated, the learners answer, between their updates."""
     path, images = fewshot_file
     recipe = tiny_recipe(
-        f"data.fewshot_file={path}", "trainer.steps=2", "trainer.eval_every=2", "trainer.eval_samples=16", f"trainer.max_staleness={staleness}",
+        f"data.fewshot_file={path}", "trainer.steps=2", "trainer.eval_every=2", "trainer.eval_samples=16", setting,
         "rollout.workers=1", "reward.actors=1", "learner.workers=1", "trainer.prompts_per_step=4",
     )
     trainer = Trainer(recipe)

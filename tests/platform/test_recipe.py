@@ -161,6 +161,7 @@ def test_paper_recipe_carries_the_paper_settings():
     assert (learner.param_dtype, learner.gradient_checkpointing, learner.zero_stage) == ("bfloat16", True, 3)
     assert (recipe.trainer.save_every, recipe.trainer.seed) == (100, 42)
     assert recipe.rollout.engine == "vllm" and learner.backend == "fsdp2" and learner.num_gpus >= 1
+    assert recipe.rollout.placement == "colocated" and recipe.rollout.workers == learner.workers == 8, "every GPU both roles"
     assert [(t.name, t.weight, t.params) for t in recipe.reward.terms] == [("roam", 1.0, {}), ("accuracy", 1.0, {})]
 
 
@@ -190,8 +191,8 @@ def test_one_gpu_lora_recipe_is_the_paper_recipe_with_adapters_on_one_gpu():
     paper = load_recipe(str(REPO / "recipes" / "anomalyr1.yaml"), PAPER_OVERRIDES).model_dump()
     lora = load_recipe(str(REPO / "recipes" / "anomalyr1_lora.yaml"), PAPER_OVERRIDES).model_dump()
     assert lora["learner"]["lora"]["rank"] == 16 and lora["learner"]["workers"] == lora["rollout"]["workers"] == 1
-    assert lora["learner"]["num_gpus"] + lora["rollout"]["num_gpus"] <= 1 and lora["rollout"]["sleep_when_idle"]
-    placement = {"rollout": {"workers", "num_cpus", "num_gpus", "gpu_memory_utilization", "sleep_when_idle"},
+    assert lora["learner"]["num_gpus"] == 1 and lora["rollout"]["placement"] == "colocated"
+    placement = {"rollout": {"workers", "gpu_memory_utilization"},
                  "learner": {"workers", "num_cpus", "num_gpus", "lora", "lr", "zero_stage"},
                  "reward": {"actors"}, "trainer": {"output_dir"}}
     for section, keys in placement.items():
@@ -214,3 +215,23 @@ def test_file_checks_can_be_left_to_the_machine_that_runs_the_recipe():
         load_recipe(None, overrides)
     recipe = load_recipe(None, overrides, check_files=False)
     assert (recipe.model.path, recipe.data.root) == ("/cluster/only/model", "/cluster/only/MMAD")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["rollout.workers=3"], r"rollout.workers = 3 must equal learner.workers = 2"),
+    (["rollout.engine=vllm", "rollout.tensor_parallel_size=2"], r"rollout.tensor_parallel_size = 2 needs placement: separate"),
+    (["trainer.max_staleness=1"], r"trainer.max_staleness = 1: rollouts run ahead .* colocated the same process does both in turn"),
+])
+def test_colocated_placement_refuses_what_one_process_cannot_do(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, ["rollout.placement=colocated", *overrides])
+
+
+def test_colocated_rollout_workers_are_the_learner_ranks():
+    recipe = load_recipe(None, ["rollout.placement=colocated", "learner.workers=3", "rollout.workers=3"])
+    assert recipe.rollout.workers == 3
+    from anomalyr1.platform.placement import eval_demand, role_demands
+
+    assert [d.role for d in role_demands(recipe)] == ["reward", "learner"], "colocated, no rollout actors of their own"
+    demand = eval_demand(recipe)
+    assert (demand.count, demand.cpus, demand.gpus) == (3, recipe.learner.num_cpus, recipe.learner.num_gpus)
