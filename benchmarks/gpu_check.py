@@ -198,7 +198,7 @@ def sync_weights(check: Check, learner: LearnerWorker, engine: HFEngine, model) 
     tensor by tensor, and the engine generates with them."""
     def sync() -> dict[str, torch.Tensor]:
         state = learner.engine.rollout_weights(engine.model.dtype)
-        engine.update_weights(state)
+        engine.update_weights(state.items())
         return state
 
     expected, seconds = timed(check, sync)

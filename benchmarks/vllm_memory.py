@@ -65,7 +65,7 @@ def main() -> None:
     readings = []
     for call in range(args.calls):
         if args.mode in ("update", "both"):
-            engine.update_weights({k: v + 1e-6 * call if v.is_floating_point() else v for k, v in weights.items()})
+            engine.update_weights((k, v + 1e-6 * call if v.is_floating_point() else v) for k, v in weights.items())
         if args.mode in ("generate", "both"):
             first = 0 if args.fixed_prompts else call * 4
             share = [samples[(first + j) % len(samples)] for j in range(4)]

@@ -98,7 +98,7 @@ def run_layout(args) -> dict:
         for path in paths:
             engine.handoff.path = path
             begin = time.perf_counter()
-            engine.update_weights(state)
+            engine.update_weights(state.items())
             if sync:  # the first of each path is the warm-up
                 times[path].append(time.perf_counter() - begin)
     suffix = "" if args.layout == 1 else f"@tp{args.layout}"

@@ -83,15 +83,15 @@ class WeightHandoff:
         self.bucket_bytes = BUCKET_BYTES
         self._group: dist.ProcessGroup | None = None
 
-    def send(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
-        """Load the weights on every worker. With `checksum`, returns models.fingerprint of what
-        the workers loaded (the same on every worker, or an error)."""
+    def send(self, named_tensors: Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> float | None:
+        """Load the weights on every worker; in memory, each tensor as it comes. With `checksum`,
+        returns models.fingerprint of what the workers loaded (the same on every worker, or an error)."""
         if self.path == "in_memory":
-            sums = self.llm.collective_rpc("handoff_in_memory", args=(iter(named_tensors.items()), checksum))
+            sums = self.llm.collective_rpc("handoff_in_memory", args=(iter(named_tensors), checksum))
         elif self.path == "group":
-            sums = self._send_over_group(named_tensors, checksum)
+            sums = self._send_over_group(dict(named_tensors), checksum)
         else:
-            path = write_weights_file(named_tensors)
+            path = write_weights_file(dict(named_tensors))
             try:
                 sums = self.llm.collective_rpc("handoff_from_file", args=(str(path), checksum))
             finally:

@@ -16,6 +16,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -90,9 +91,13 @@ class DeepSpeedBackend:
                 return None
             return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
 
-    def rollout_weights(self, dtype: torch.dtype, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
-        state = self.full_state_dict(every_rank)
+    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        state = self.full_state_dict()
         return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state is not None else None
+
+    def stream_rollout_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+        state = self.full_state_dict(every_rank=True)  # ZeRO-3 gathers the whole model at once anyway
+        return ((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items())
 
     def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
         with self._optimizer_params():

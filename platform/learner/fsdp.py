@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -70,18 +71,30 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def gather_full_weights(
-    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20, every_rank: bool = False
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20
 ) -> dict[str, torch.Tensor] | None:
-    """Unsharded weights at rank 0 on the host (None elsewhere) with one all-gather per bucket;
-    with `every_rank`, on every rank and left on `device`, for an engine in the rank's process.
+    """Unsharded weights on the host at rank 0 (None elsewhere); every rank must call it."""
+    weights = dict(stream_full_weights(model, device, dtype, bucket_bytes, keep=dist.get_rank() == 0, out_device=torch.device("cpu")))
+    return weights if dist.get_rank() == 0 else None
+
+
+def stream_full_weights(
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20,
+    keep: bool = True, out_device: torch.device | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The unsharded weights, one all-gather per bucket, yielded tensor by tensor as each bucket
+    arrives (on out_device, default `device`) where `keep`; ranks that do not keep them still
+    run every gather. Every rank must consume it to the end, in step with the others.
 
     `get_model_state_dict` gathers tensor by tensor, which on gloo costs ~10x more than one flat
-    gather; buckets bound the extra memory for multi-GB models. FSDP2 shards every tensor on
-    dim 0, so rank 0 rebuilds each tensor by concatenating the ranks' pieces in rank order.
-    The buckets travel on `device`, the learners' compute device, even when the shards are
-    offloaded to the host: there NCCL carries them, not gloo. Every rank must call it.
+    gather; buckets bound the extra memory for multi-GB models, and a consumer that loads each
+    tensor as it comes (an engine's weight loader) never holds a second full copy. FSDP2 shards
+    every tensor on dim 0, so each tensor is rebuilt by concatenating the ranks' pieces in rank
+    order. The buckets travel on `device`, the learners' compute device, even when the shards
+    are offloaded to the host: there NCCL carries them, not gloo.
     """
-    rank, world = dist.get_rank(), dist.get_world_size()
+    world = dist.get_world_size()
+    out_device = out_device or device
     entries = list(model.state_dict().items())
     local = [(v.to_local() if isinstance(v, DTensor) else v).detach() for _, v in entries]
     sharded = [isinstance(v, DTensor) for _, v in entries]
@@ -89,28 +102,24 @@ def gather_full_weights(
     all_rows = [torch.zeros_like(rows) for _ in range(world)]
     dist.all_gather(all_rows, rows)
     all_rows = [r.cpu() for r in all_rows]
-    keep = every_rank or rank == 0
-    out_device = device if every_rank else torch.device("cpu")
-    out: dict[str, torch.Tensor] = {}
     bucket: list[int] = []
     size = 0
-    for index, (_name, value) in enumerate(entries):
+    for index, (name, value) in enumerate(entries):
         if not sharded[index]:
             if keep:
-                out[entries[index][0]] = value.detach().to(out_device, dtype or value.dtype)
+                yield name, value.detach().to(out_device, dtype or value.dtype)
             continue
         bucket.append(index)
         size += value.numel() * value.element_size()
         if size >= bucket_bytes:
-            _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out if keep else None, out_device)
+            yield from _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, keep, out_device)
             bucket, size = [], 0
     if bucket:
-        _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out if keep else None, out_device)
-    return out if keep else None
+        yield from _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, keep, out_device)
 
 
-def _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out, out_device) -> None:
-    """One all-gather; with `out` (the ranks that keep the weights) the tensors rebuilt into it on out_device."""
+def _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, keep, out_device) -> Iterator[tuple[str, torch.Tensor]]:
+    """One all-gather; where `keep`, the bucket's tensors rebuilt on out_device."""
     rank = dist.get_rank()
     wire = dtype or local[bucket[0]].dtype
     row_numel = [math.prod(entries[i][1].shape[1:]) for i in bucket]
@@ -121,7 +130,7 @@ def _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out, 
         flat[: counts[rank]] = torch.cat([local[i].reshape(-1).to(device, wire) for i in bucket])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
-    if out is None:
+    if not keep:
         return
     pieces: dict[int, list[torch.Tensor]] = {i: [] for i in bucket}
     for r in range(world):
@@ -134,7 +143,7 @@ def _gather_bucket(entries, local, all_rows, bucket, device, dtype, world, out, 
             offset += rows * n
     for i in bucket:
         name, value = entries[i]
-        out[name] = torch.cat(pieces[i]).reshape(value.shape).clone()
+        yield name, torch.cat(pieces[i]).reshape(value.shape).clone()
 
 
 class FSDPBackend:
@@ -166,8 +175,11 @@ class FSDPBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return norm, applied
 
-    def rollout_weights(self, dtype: torch.dtype, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
-        return gather_full_weights(self.module, self.device, dtype, every_rank=every_rank)
+    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        return gather_full_weights(self.module, self.device, dtype)
+
+    def stream_rollout_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+        return stream_full_weights(self.module, self.device, dtype)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         state = full_state_dict(self.module)

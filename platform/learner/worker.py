@@ -368,16 +368,6 @@ class LearnerWorker:
 
     # -- weights out ----------------------------------------------------------------------------
 
-    def _rollout_weights(self, every_rank: bool = False) -> dict[str, torch.Tensor] | None:
-        """The full weights in the rollout's dtype at rank 0 (every rank with `every_rank`, None
-        elsewhere); collective."""
-        dtype = getattr(torch, self.recipe.model.dtype)
-        if not self.lora:
-            return self.engine.rollout_weights(dtype, every_rank)
-        # merged in fp32, then cast: adapters never reach an engine as such
-        gathered = self.engine.rollout_weights(torch.float32, every_rank)
-        return None if gathered is None else {k: v.to(dtype) for k, v in merged_weights(gathered, self.lora).items()}
-
     def state_dict(self) -> list | None:
         """[ObjectRef of the full weights] at rank 0 (None elsewhere), in the rollout's dtype.
 
@@ -385,16 +375,30 @@ class LearnerWorker:
         on to the rollout workers without ever holding a copy; every rank must be called."""
         import ray
 
-        state = self._rollout_weights()
+        dtype = getattr(torch, self.recipe.model.dtype)
+        if not self.lora:
+            state = self.engine.rollout_weights(dtype)
+        else:  # merged in fp32, then cast: adapters never reach an engine as such
+            gathered = self.engine.rollout_weights(torch.float32)
+            state = None if gathered is None else {k: v.to(dtype) for k, v in merged_weights(gathered, self.lora).items()}
         return [ray.put(state)] if state is not None else None
 
     def sync_engine(self, checksum: bool = False) -> tuple[str, float | None]:
-        """Colocated: the full weights into this rank's engine, gathered from the shards in
-        buckets straight into the process (no object store, no file). Returns the engine's
-        incarnation and, with `checksum`, the fingerprint of what it loaded; collective."""
-        state = self._rollout_weights(every_rank=True)
-        incarnation = self.rollout.update_weights(state, checksum)
-        del state
+        """Colocated: the full weights into this rank's engine, gathered from the shards bucket by
+        bucket and loaded tensor by tensor as they arrive (no object store, no file, no second
+        full copy). Returns the engine's incarnation and, with `checksum`, the fingerprint of what
+        it loaded; collective."""
+        dtype = getattr(torch, self.recipe.model.dtype)
+        if not self.lora:
+            weights = self.engine.stream_rollout_weights(dtype)
+        else:  # the merge needs each base weight with both its adapter halves: gathered whole, in fp32
+            merged = merged_weights(dict(self.engine.stream_rollout_weights(torch.float32)), self.lora)
+            weights = ((k, v.to(dtype)) for k, v in merged.items())
+        try:
+            incarnation = self.rollout.update_weights(weights, checksum)
+        finally:
+            for _left in weights:  # every rank runs every gather, whatever its engine's loader took
+                pass
         return incarnation, self.rollout.fingerprint() if checksum else None
 
     def generate(self, samples: list[dict], sampling: SamplingSettings, texts_only: bool = False) -> RolloutResult:

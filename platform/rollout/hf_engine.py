@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -121,11 +121,14 @@ class HFEngine:
     def sleep(self) -> None:
         """Colocated, before the learners train: nothing to free (its copy of the weights is all it holds between rollouts)."""
 
-    def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
-        """With `checksum`, returns models.fingerprint of the model's weights after the load."""
-        state = {name: tensor.to(self.device, self.model.dtype) if tensor.is_floating_point() else tensor for name, tensor in named_tensors.items()}
-        _missing, unexpected = self.model.load_state_dict(state, strict=False)  # partial (bucketed) updates are fine
-        if unexpected:
-            raise ValueError(f"weight update has unknown tensors: {unexpected[:5]}")
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> float | None:
+        """Copy each tensor into the model as it comes (a bucketed or streamed update needs no
+        whole dict). With `checksum`, returns models.fingerprint of the model's weights after."""
+        targets = self.model.state_dict()  # views of the parameters and buffers
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                target = targets.get(name)
+                if target is None:
+                    raise ValueError(f"weight update has a tensor the engine's model does not: {name}")
+                target.copy_(tensor)
         return fingerprint(self.model.state_dict().items()) if checksum else None
-

@@ -30,7 +30,7 @@ verl's hybrid engine.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Iterable
 
 import torch
 
@@ -150,7 +150,7 @@ class VLLMEngine:
             )
         return groups
 
-    def update_weights(self, named_tensors: Mapping[str, torch.Tensor], checksum: bool = False) -> float | None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> float | None:
         """With `checksum`, returns models.fingerprint of what the workers loaded (see weight_handoff)."""
         self._wake("weights")  # after a level-2 sleep they hold nothing until this load
         loaded = self.handoff.send(named_tensors, checksum)

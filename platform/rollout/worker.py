@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, replace
+from typing import Iterable, Mapping
 
 import torch
 
@@ -70,10 +71,12 @@ class RolloutWorker:
             groups = [replace(g, pixel_values=g.pixel_values.to(self.pixel_dtype)) for g in groups]
         return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, incarnation=self.incarnation)
 
-    def update_weights(self, state: dict[str, torch.Tensor], checksum: bool = False) -> str:
-        """Load the learners' weights; returns the incarnation that now holds them. With
+    def update_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> str:
+        """Load the learners' weights (a dict from the object store, or named tensors as a
+        colocated learner gathers them); returns the incarnation that now holds them. With
         `checksum`, the load also leaves the fingerprint of what it loaded (`fingerprint`)."""
-        self.loaded_fingerprint = self.engine.update_weights(state, checksum)
+        named = weights.items() if isinstance(weights, Mapping) else weights
+        self.loaded_fingerprint = self.engine.update_weights(named, checksum)
         return self.incarnation
 
     def pid(self) -> int:

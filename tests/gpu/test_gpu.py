@@ -53,9 +53,9 @@ def test_vllm_generate_update_generate_shows_new_weights(tiny_recipe, tiny_model
     first = engine.generate(prompts, greedy)
     state = {k: v.to(torch.bfloat16) for k, v in load_policy(tiny_model).state_dict().items()}
     flipped = dict(state, **{"lm_head.weight": -state["lm_head.weight"]})  # greedy argmax becomes argmin
-    engine.update_weights(flipped)
+    engine.update_weights(flipped.items())
     second = engine.generate(prompts, greedy)
-    engine.update_weights(state)
+    engine.update_weights(state.items())
     third = engine.generate(prompts, greedy)
     assert [g.responses for g in second] != [g.responses for g in first], "the update did not reach vLLM"
     assert [g.responses for g in third] == [g.responses for g in first], "restoring the weights restores the outputs"

@@ -18,7 +18,7 @@ def _port() -> int:
 def _check_gather(rank: int, port: int, path: str, results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    from anomalyr1.platform.learner.fsdp import full_state_dict, gather_full_weights, shard_blocks
+    from anomalyr1.platform.learner.fsdp import full_state_dict, gather_full_weights, shard_blocks, stream_full_weights
     from anomalyr1.platform.models import load_policy
 
     model = shard_blocks(load_policy(path), torch.float32)
@@ -26,6 +26,9 @@ def _check_gather(rank: int, port: int, path: str, results) -> None:
     small_buckets = gather_full_weights(model, torch.device("cpu"), bucket_bytes=10_000)
     one_bucket = gather_full_weights(model, torch.device("cpu"))
     half = gather_full_weights(model, torch.device("cpu"), dtype=torch.bfloat16)
+    streamed = dict(stream_full_weights(model, torch.device("cpu"), bucket_bytes=10_000))  # every rank, as a colocated engine takes them
+    everywhere = [None] * WORLD
+    dist.all_gather_object(everywhere, {k: v.sum().item() for k, v in streamed.items()})
     if rank == 0:
         uneven = [k for k, v in reference.items() if v.dim() and v.shape[0] % WORLD]
         results.put({
@@ -33,6 +36,8 @@ def _check_gather(rank: int, port: int, path: str, results) -> None:
             "equal": all(torch.equal(reference[k], small_buckets[k]) and torch.equal(reference[k], one_bucket[k]) for k in reference),
             "bf16": all(half[k].dtype == torch.bfloat16 and torch.equal(half[k], reference[k].to(torch.bfloat16)) for k in reference if reference[k].is_floating_point()),
             "uneven": len(uneven),
+            "streamed": set(streamed) == set(reference) and all(torch.equal(reference[k], streamed[k]) for k in reference)
+                        and all(sums == everywhere[0] for sums in everywhere),
         })
     else:
         results.put(None if small_buckets is None and one_bucket is None else f"rank {rank} got weights")
@@ -46,7 +51,7 @@ def test_bucketed_gather_equals_torch_full_state_dict(tiny_model):
     outcomes = [results.get(timeout=60) for _ in range(WORLD)]
     report = next(o for o in outcomes if isinstance(o, dict))
     assert outcomes.count(None) == WORLD - 1, outcomes
-    assert report["keys"] and report["equal"] and report["bf16"], report
+    assert report["keys"] and report["equal"] and report["bf16"] and report["streamed"], report
     assert report["uneven"] > 0, f"the model should include tensors that do not split evenly over {WORLD} ranks"
 
 

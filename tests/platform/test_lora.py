@@ -4,6 +4,7 @@ and the saved model is a plain Qwen2.5-VL with the adapters beside it in PEFT's 
 import json
 from statistics import fmean
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -22,8 +23,10 @@ LORA = ("learner.lora.rank=8", "learner.lora.target_modules=[q_proj, v_proj, lm_
 the logits (about one nat), so the learning test adapts the output head as well."""
 
 
-def test_adapters_alone_learn_and_the_saved_model_is_plain(ray_session, tiny_recipe, learnable_reward, tiny_model):
-    recipe = tiny_recipe("trainer.steps=12", learnable_reward, "learner.lr=2e-2", "algorithm.kl_coef=0.0", *LORA)
+@pytest.mark.parametrize("placement", ["separate", "colocated"])
+def test_adapters_alone_learn_and_the_saved_model_is_plain(ray_session, tiny_recipe, learnable_reward, tiny_model, placement):
+    """Colocated, each rank merges the gathered adapters into its own engine's copy."""
+    recipe = tiny_recipe("trainer.steps=12", learnable_reward, "learner.lr=2e-2", "algorithm.kl_coef=0.0", *LORA, f"rollout.placement={placement}")
     trainer = Trainer(recipe)
     final = trainer.train()
     metrics = read_metrics(trainer.output / "metrics.jsonl")
