@@ -120,7 +120,8 @@ class LearnerWorker:
         torch.manual_seed(self.recipe.trainer.seed)
         learner = self.recipe.learner
         self.model_path = resolve_model_path(self.recipe.model)
-        self.processor = load_processor(self.model_path, self.recipe.model.min_pixels, self.recipe.model.max_pixels)
+        self.processor = self.rollout.processor if self.rollout else load_processor(self.model_path, self.recipe.model.min_pixels,
+                                                                                     self.recipe.model.max_pixels)
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.suppressed = suppressed_token_ids(tokenizer)

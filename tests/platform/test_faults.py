@@ -14,6 +14,21 @@ from anomalyr1.platform.metrics import read_metrics
 STEPS = 5
 
 
+def train_in_thread(trainer) -> tuple[threading.Thread, dict]:
+    """The run in a thread, so the test can kill its actors; the outcome holds `final` or `error`."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["final"] = trainer.train()
+        except BaseException as exc:  # reported by the test's assertion
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def wait_for(condition, timeout=300.0):
     deadline = time.time() + timeout
     while not condition():
@@ -27,16 +42,7 @@ def wait_for(condition, timeout=300.0):
 def test_killed_rollout_reward_and_learner_actors_are_recovered(ray_session, tiny_recipe, learnable_reward, overlap):
     """With staleness 1 checkpoints are two steps apart, so rollouts run ahead between them."""
     trainer = Trainer(tiny_recipe(f"trainer.steps={STEPS}", *overlap, "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
-    outcome = {}
-
-    def run():
-        try:
-            outcome["final"] = trainer.train()
-        except BaseException as exc:  # reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = train_in_thread(trainer)
     wait_for(lambda: trainer.step >= 1 and hasattr(trainer, "version"))  # weights synced once
     roles = trainer.roles
     pids = {
@@ -64,16 +70,7 @@ def test_a_killed_colocated_learner_is_rebuilt_with_its_engine(ray_session, tiny
     group is rebuilt from the last checkpoint, engines included, and every step lands once."""
     trainer = Trainer(tiny_recipe(f"trainer.steps={STEPS}", "trainer.save_every=1", "rollout.placement=colocated",
                                   "trainer.prompts_per_step=4", "rollout.n=4", learnable_reward))
-    outcome = {}
-
-    def run():
-        try:
-            outcome["final"] = trainer.train()
-        except BaseException as exc:  # reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = train_in_thread(trainer)
     wait_for(lambda: trainer.step >= 2 and hasattr(trainer, "version") or not thread.is_alive())
     victim = ray.get(trainer.roles.learners.actors[1].pid.remote())
     os.kill(victim, signal.SIGKILL)
