@@ -41,7 +41,7 @@ def main() -> int:
     print("| rollout workers | questions | batch | questions/s (answering) | wall s incl. worker start |")
     print("|---|---|---|---|---|")
     for workers in args.workers:
-        recipe = load_recipe(None, [f"model.cache_dir={work}", f"data.root={data}", f"rollout.workers={workers}",
+        recipe = load_recipe(None, [f"model.cache_dir={work}", f"data.root={data}", "rollout.placement=separate", f"rollout.workers={workers}",
                                     *args.overrides])
         rates, walls, questions = [], [], 0
         for repeat in range(args.repeats):

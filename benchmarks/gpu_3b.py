@@ -77,7 +77,7 @@ def learner_recipe(folder: Path, micro_batch: int, gpu: bool) -> Recipe:
     """One learner on `folder`'s model as the 3B runs it: FSDP2 with gradient checkpointing, a
     KL-anchored reference; bf16 compute on one GPU, fp32 on gloo without one."""
     dtype = "bfloat16" if gpu else "float32"
-    return load_recipe(None, [f"model.path={folder}", "learner.workers=1", f"learner.num_gpus={int(gpu)}", f"learner.param_dtype={dtype}",
+    return load_recipe(None, [f"model.path={folder}", "rollout.placement=separate", "learner.workers=1", f"learner.num_gpus={int(gpu)}", f"learner.param_dtype={dtype}",
                               "learner.gradient_checkpointing=true", f"learner.micro_batch_size={micro_batch}", "learner.lr=1e-6",
                               f"model.dtype={dtype}", "algorithm.kl_coef=0.04"])
 

@@ -58,7 +58,7 @@ def measure(folder: str, rank: int) -> None:
     from anomalyr1.platform.learner.worker import LearnerWorker, free_port
     from anomalyr1.platform.recipe import load_recipe
 
-    recipe = load_recipe(None, [f"model.path={folder}", "learner.workers=1", "learner.gradient_checkpointing=true", "learner.micro_batch_size=8",
+    recipe = load_recipe(None, [f"model.path={folder}", "rollout.placement=separate", "learner.workers=1", "learner.gradient_checkpointing=true", "learner.micro_batch_size=8",
                                 "algorithm.kl_coef=0.04", f"learner.lora.rank={rank}", f"trainer.output_dir={folder}/run"])
     learner = LearnerWorker(0, 1, recipe.model_dump(mode="json"))
     start = time.perf_counter()

@@ -38,7 +38,7 @@ def run_engine(args) -> dict:
     if not (model / "config.json").is_file():
         build_tiny_qwen2_5_vl(model)
     root = generate_synthetic_mmad(work / "synthetic")
-    recipe = load_recipe(None, [f"model.path={model}", f"data.root={root}", f"rollout.engine={args.engine}"])
+    recipe = load_recipe(None, [f"model.path={model}", f"data.root={root}", f"rollout.engine={args.engine}", "rollout.placement=separate"])
     processor = load_processor(str(model))
     samples = load_mmad(root).samples[: args.prompts]
     prompts = [encode_prompt(processor, s, recipe.prompt, recipe.data.max_image_pixels) for s in samples]

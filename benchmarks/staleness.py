@@ -25,7 +25,7 @@ from anomalyr1.platform.recipe import load_recipe
 
 WARMUP = 2
 """Steps left out of the medians: the first ones load kernels and caches."""
-ONE_OF_EACH = ["rollout.workers=1", "learner.workers=1", "reward.actors=1", "rollout.num_cpus=0.9", "learner.num_cpus=0.9"]
+ONE_OF_EACH = ["rollout.placement=separate", "rollout.workers=1", "learner.workers=1", "reward.actors=1", "rollout.num_cpus=0.9", "learner.num_cpus=0.9"]
 
 
 def run(staleness: int, steps: int, overrides: list[str], out: Path) -> dict[str, float]:

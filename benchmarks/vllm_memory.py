@@ -57,7 +57,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="anomalyr1-vllm-memory-"))
     model = str(build_tiny_qwen2_5_vl(folder / "model"))
     root = generate_synthetic_mmad(folder / "data")
-    recipe = load_recipe(None, [f"model.path={model}", f"data.root={root}", "rollout.engine=vllm", f"trainer.output_dir={folder / 'run'}"])
+    recipe = load_recipe(None, [f"model.path={model}", f"data.root={root}", "rollout.engine=vllm", "rollout.placement=separate", f"trainer.output_dir={folder / 'run'}"])
     processor = load_processor(model)
     engine = VLLMEngine(model, processor.tokenizer, recipe)
     samples = load_mmad(root).samples

@@ -86,7 +86,7 @@ def run_layout(args) -> dict:
     from anomalyr1.platform.rollout.vllm_engine import VLLMEngine
 
     folder = Path(args.work) / f"qwen2.5-vl-1b-{args.dtype}"
-    recipe = load_recipe(None, [f"model.path={folder}", f"model.dtype={args.dtype}", "rollout.engine=vllm",
+    recipe = load_recipe(None, [f"model.path={folder}", f"model.dtype={args.dtype}", "rollout.engine=vllm", "rollout.placement=separate",
                                 f"rollout.tensor_parallel_size={args.layout}", "rollout.kv_cache_gib=0.25"])
     start = time.perf_counter()
     engine = VLLMEngine(str(folder), load_processor(str(folder)).tokenizer, recipe)

@@ -61,7 +61,9 @@ def ray_session():
 
 @pytest.fixture
 def tiny_recipe(tiny_model, synthetic_root, cache_dir, tmp_path):
-    """The embedded tiny recipe pointed at the session's model, data and a fresh output folder."""
+    """The embedded tiny recipe pointed at the session's model, data and a fresh output folder,
+    with its rollout on 2 workers of their own (placement: separate): most tests exercise the
+    rollout actors, and the colocated ones ask for `rollout.placement=colocated` (the shipped default)."""
 
     def make(*overrides: str) -> Recipe:
         base = [
@@ -70,6 +72,7 @@ def tiny_recipe(tiny_model, synthetic_root, cache_dir, tmp_path):
             f"data.root={synthetic_root}",
             f"trainer.output_dir={tmp_path / 'run'}",
             "trainer.progress_bar=false",
+            "rollout.placement=separate",
         ]
         return load_recipe(None, base + list(overrides))
 

@@ -43,7 +43,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
     base = [
         f"model.path={model}", f"data.root={data}", f"model.cache_dir={cache}", f"trainer.output_dir={out}/run",
         "trainer.progress_bar=false", f"trainer.steps={STEPS}", "trainer.prompts_per_step=2", "rollout.n=4",
-        "rollout.workers=1", "rollout.num_cpus=1", "reward.actors=1", "reward.num_cpus=0.5",
+        "rollout.placement=separate", "rollout.workers=1", "rollout.num_cpus=1", "reward.actors=1", "reward.num_cpus=0.5",
         "learner.workers=1", "learner.num_cpus=0.5", reward, *settings]
     recipe = load_recipe(None, base)
     health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 3}

@@ -124,7 +124,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
 
         base = [f"model.path={model}", f"data.root={data}", f"model.cache_dir={cache}", f"trainer.output_dir={output}",
                 "trainer.progress_bar=false", "trainer.placement_timeout_s=60"]
-        recipe = load_recipe(None, base + ["learner.workers=1", "learner.num_cpus=3"])  # 4.2 CPUs of 6, but 3 on one node
+        recipe = load_recipe(None, base + ["rollout.placement=separate", "rollout.workers=2", "learner.workers=1", "learner.num_cpus=3"])  # 4.2 CPUs of 6, but 3 on one node
         start = time.perf_counter()
         try:
             Trainer(recipe).train()

@@ -67,7 +67,8 @@ BAD_RECIPES = [
     ({"algorithm__adv_epsilon": 0}, ["algorithm.adv_epsilon", "0", "greater than 0"]),
     ({"algorithm__filter_groups_max_draws": -1}, ["algorithm.filter_groups_max_draws", "-1", "greater than or equal to 0"]),
     ({"prompt__name": "anomalyr1_eval", "prompt__k_shot": 1}, ["prompt", "anomalyr1_eval shows the query image only"]),
-    ({"trainer__max_staleness": 1, "rollout__top_k": 50}, ["trainer.max_staleness = 1", "rollout.top_k = 50", "set top_k: 0 and top_p: 1.0"]),
+    ({"trainer__max_staleness": 1, "rollout__top_k": 50, "rollout__placement": "separate"},
+     ["trainer.max_staleness = 1", "rollout.top_k = 50", "set top_k: 0 and top_p: 1.0"]),
     ({"algorithm__rollout_is": "token", "rollout__top_p": 0.9}, ["algorithm.rollout_is = 'token'", "rollout.top_p = 0.9"]),
 ]
 

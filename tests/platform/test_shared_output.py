@@ -46,7 +46,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
     def recipe(output, *more):
         return load_recipe(None, [f"model.path={model}", f"data.root={data}", f"model.cache_dir={cache}", f"trainer.output_dir={output}",
                                   "trainer.progress_bar=false", "trainer.placement_timeout_s=60", "trainer.prompts_per_step=2",
-                                  "rollout.n=4", "rollout.workers=1", "reward.actors=1", "learner.workers=2", reward, *more])
+                                  "rollout.n=4", "rollout.placement=separate", "rollout.workers=1", "reward.actors=1", "learner.workers=2", reward, *more])
 
 
     def refusal(output):

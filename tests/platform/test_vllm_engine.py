@@ -43,7 +43,7 @@ def vllm_worker(ray_session, tiny_model, synthetic_root, cache_dir, tmp_path_fac
     from anomalyr1.platform.recipe import load_recipe
 
     recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
-                                "rollout.engine=vllm", f"trainer.output_dir={tmp_path_factory.mktemp('vllm')}"])
+                                "rollout.engine=vllm", "rollout.placement=separate", f"trainer.output_dir={tmp_path_factory.mktemp('vllm')}"])
     # no CPU reserved: the eval and training runs below place their own actors on the 2 CPUs
     worker = ray_session.remote(RolloutWorker).options(num_cpus=0).remote(0, recipe.model_dump(mode="json"))
     yield worker
@@ -207,7 +207,7 @@ def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session
     from anomalyr1.platform.recipe import load_recipe
 
     recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
-                                "rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
+                                "rollout.engine=vllm", "rollout.placement=separate", "rollout.tensor_parallel_size=2"])
     options = {"num_cpus": 0, "runtime_env": {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}}
     worker = ray_session.remote(RolloutWorker).options(**options).remote(0, recipe.model_dump(mode="json"))
     try:
