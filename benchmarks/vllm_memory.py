@@ -75,10 +75,12 @@ def main() -> None:
         readings.append(anonymous_mib())
         if call % 5 == 4:
             print(f"call {call + 1}: {readings[-1]:.1f} MiB anonymous", flush=True)
-    start = len(readings) // 4
-    per_call = (readings[-1] - readings[start]) / max(1, len(readings) - 1 - start)
+    def per_call(start: int) -> float:
+        return round((readings[-1] - readings[start]) / max(1, len(readings) - 1 - start), 3)
+
     print(json.dumps({"mode": args.mode, "fixed_prompts": args.fixed_prompts, "eager": args.eager, "no_mm_cache": args.no_mm_cache,
-                      "calls": args.calls, "mib_per_call": round(per_call, 3)}))
+                      "calls": args.calls, "mib_per_call": per_call(len(readings) // 4),
+                      "mib_per_call_second_half": per_call(len(readings) // 2)}))
 
 
 if __name__ == "__main__":
