@@ -15,13 +15,12 @@
   with "CPU Generator does not use offset".
 - oneDNN's process-wide primitive cache is held to ONEDNN_CACHE_CAPACITY entries (issue 21).
   vLLM's CPU linear layers run oneDNN matmuls, and oneDNN builds one primitive (about 280 KB
-  here, JIT kernels apart) for each number of rows it multiplies: every step's prefill of
-  prompts not seen before has a new token count, so each new count adds one primitive per
-  weight shape. oneDNN keeps the last 1024 by default; vLLM keeps the last 32 per weight shape
-  in a cache of its own in front of oneDNN's, so oneDNN's duplicates vLLM's for the row counts
-  that recur (decode) and only hoards the ones that never come back. With the default a rollout
-  worker of the tiny recipe grew about 1.1 MB a step for some 250 steps before levelling off at
-  about 290 MB; bounded here, it levels off within its first 40 rollouts.
+  with AVX-512, JIT code apart) for each number of rows it multiplies: every step's prefill of
+  prompts not seen before has a new token count, so each step added one primitive per weight
+  shape, and oneDNN keeps the last 1024 (a rollout worker grew 1.2-1.6 MB a step, toward some
+  290 MB). vLLM keeps the last 32 per weight shape in a cache of its own in front of oneDNN's,
+  so oneDNN's only duplicates those and hoards row counts that never come back; bounded, an
+  engine's memory levels off within its first 40 rollouts (benchmarks/vllm_memory.py).
 - Sleep mode does not exist there (vLLM ignores it with a warning), so it is never asked for.
 - vLLM's CPU attention runs only some head sizes; a model with another one fails here, at start,
   with its name, rather than at the first generate deep inside vLLM.
