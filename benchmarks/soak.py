@@ -12,7 +12,7 @@ instead, which other jobs on the machine do not move). At the end it prints, per
 slope of a least-squares line through every sample after the warm-up (a leak grows in a line;
 noise does not), then one JSON line. Start and end are means of the first and last --window
 samples (default 10): one sample can land on a step's peak. Every sample is kept in the run's
-folder (soak.jsonl), one line per step:
+folder (soak.jsonl, one line per step). The JSON line:
 
     {"steps": N, "warmup": W, "roles": {"rollout": {"start_mib": .., "end_mib": .., "mib_per_step": ..}, ...},
      "total": {...}, "growth_frac": (end - start) / start over all roles}
