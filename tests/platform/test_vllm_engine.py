@@ -290,11 +290,15 @@ def test_the_adapter_only_sync_changes_what_vllm_generates(ray_session, tiny_mod
     assert float(gaps.max()) < 1e-3, f"the engine's log-probs are not the adapted policy's: gap up to {float(gaps.max())}"
 
 
-def test_training_with_the_adapter_only_sync_keeps_the_gap(ray_session, tiny_recipe, learnable_reward):
+@pytest.mark.parametrize("placement", ["separate", "colocated"])
+def test_training_with_the_adapter_only_sync_keeps_the_gap(ray_session, tiny_recipe, learnable_reward, placement):
     """A rate at which the adapters move the tiny model's log-probs by far more than 2e-3 in one
-    step: a step whose rollout missed the adapters shows in the gap from step 2 on."""
-    recipe = tiny_recipe(*ADAPTER_SYNC, "rollout.workers=1", "trainer.steps=3", "trainer.prompts_per_step=8", "learner.lr=2e-2",
-                         learnable_reward)
+    step: a step whose rollout missed the adapters shows in the gap from step 2 on. Separate: one
+    rollout worker gets them through the object store; colocated: each learner rank's engine
+    from the rank's own gather."""
+    workers = ["rollout.workers=1"] if placement == "separate" else []
+    recipe = tiny_recipe(*ADAPTER_SYNC, *workers, f"rollout.placement={placement}", "trainer.steps=3", "trainer.prompts_per_step=8",
+                         "learner.lr=2e-2", learnable_reward)
     trainer = Trainer(recipe)
     trainer.train()
     metrics = read_metrics(trainer.output / "metrics.jsonl")
