@@ -392,8 +392,8 @@ class LearnerWorker:
     def sync_engine(self, checksum: bool = False) -> tuple[str, float | None]:
         """Colocated: the full weights into this rank's engine, gathered from the shards bucket by
         bucket and loaded tensor by tensor as they arrive (no object store, no file, no second
-        full copy), or the adapters alone with learner.lora.sync = adapter. Returns the engine's incarnation and, with `checksum`, the fingerprint of what
-        it loaded; collective."""
+        full copy), or the adapters alone with learner.lora.sync = adapter. Returns the engine's
+        incarnation and, with `checksum`, the fingerprint of what it loaded; collective."""
         dtype = getattr(torch, self.recipe.model.dtype)
         if self.lora and self.lora.sync == "adapter":  # the adapters alone, small: gathered whole
             adapters = dict(self.engine.stream_rollout_weights(dtype, select=is_adapter))

@@ -77,8 +77,8 @@ class RolloutWorker:
     ) -> str:
         """Load the learners' weights (a dict from the object store, or named tensors as a
         colocated learner gathers them) or their adapters alone (learner.lora.sync = adapter, see
-        adapter_sync); returns the incarnation that now holds them. With
-        `checksum`, the load also leaves the fingerprint of what it loaded (`fingerprint`)."""
+        adapter_sync); returns the incarnation that now holds them. With `checksum`, the load
+        also leaves the fingerprint of what it loaded (`fingerprint`)."""
         named = weights.items() if isinstance(weights, Mapping) else weights
         self.loaded_fingerprint = self.engine.update_weights(named, checksum)
         return self.incarnation
