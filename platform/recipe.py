@@ -269,6 +269,11 @@ class LoraConfig(Section):
     `lm_head` adds the output head."""
     vision: bool = False
     """Also adapt the vision tower's layers of those names (vLLM applies no LoRA there, so only merged weights reach it)."""
+    sync: Literal["merged", "adapter"] = "merged"
+    """How the trained adapters reach the rollout engines each step. merged: W + (alpha / rank) B A,
+    merged in fp32 and cast, as full weights (either engine). adapter: the adapters alone, which
+    vLLM applies as a LoRA request on the base it was built with (rollout.engine=vllm; language
+    model projections only): MBs per sync instead of the whole model."""
 
 
 class LearnerConfig(Section):
@@ -395,6 +400,31 @@ class Recipe(Section):
         if self.trainer.max_staleness:
             raise ValueError(f"trainer.max_staleness = {self.trainer.max_staleness}: rollouts run ahead while the learners train, "
                              "but colocated the same process does both in turn; use rollout.placement: separate or max_staleness: 0")
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_sync_is_served(self) -> "Recipe":
+        """learner.lora.sync = adapter only where an engine can apply what it sends."""
+        lora = self.learner.lora
+        if lora.sync != "adapter":
+            return self
+        from anomalyr1.platform.adapter_sync import SERVED_MODULES, VLLM_LORA_RANKS
+
+        key = "learner.lora.sync = 'adapter'"
+        if not lora.rank:
+            raise ValueError(f"{key} syncs adapters, and there are none: set learner.lora.rank > 0")
+        if self.rollout.engine != "vllm":
+            raise ValueError(f"{key}: only vLLM applies adapters as LoRA requests, not rollout.engine = {self.rollout.engine!r}; "
+                             "set rollout.engine=vllm or learner.lora.sync=merged")
+        if lora.vision:
+            raise ValueError(f"{key}: vLLM applies no LoRA to the vision tower, so learner.lora.vision = true would train adapters "
+                             "the rollout never uses; set learner.lora.sync=merged (they are merged into the weights) or vision=false")
+        unserved = sorted(set(lora.target_modules) - SERVED_MODULES)
+        if unserved:
+            raise ValueError(f"{key}: vLLM applies LoRA to {', '.join(sorted(SERVED_MODULES))} only, not to "
+                             f"learner.lora.target_modules {unserved}; set learner.lora.sync=merged")
+        if lora.rank > VLLM_LORA_RANKS[-1]:
+            raise ValueError(f"{key}: vLLM serves adapters up to rank {VLLM_LORA_RANKS[-1]}, not learner.lora.rank = {lora.rank}")
         return self
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ weights are gathered for the rollout workers and for saving.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -29,12 +29,14 @@ class PolicyBackend(Protocol):
         """Clip and apply the accumulated gradients; returns (grad norm, applied). A non-finite
         loss or norm discards the gradients and leaves the weights as they were."""
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        """Full weights at rank 0 (None elsewhere), cast for the rollout engine; collective."""
+    def rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor] | None:
+        """Full weights at rank 0 (None elsewhere), cast for the rollout engine, only those whose
+        names `select` accepts when given; collective."""
 
-    def stream_rollout_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    def stream_rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Full weights on every rank, cast for the rollout engine, tensor by tensor on the
-        compute device, for an engine colocated with the rank; collective (consume it whole)."""
+        compute device, for an engine colocated with the rank (only those `select` accepts, when
+        given); collective (consume it whole)."""
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Full fp32 weights at rank 0 (None elsewhere), for saving; collective."""

@@ -16,7 +16,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -91,13 +91,15 @@ class DeepSpeedBackend:
                 return None
             return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    def rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor] | None:
         state = self.full_state_dict()
-        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state is not None else None
+        if state is None:
+            return None
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items() if select is None or select(k)}
 
-    def stream_rollout_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    def stream_rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         state = self.full_state_dict(every_rank=True)  # ZeRO-3 gathers the whole model at once anyway
-        return ((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items())
+        return ((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if select is None or select(k))
 
     def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
         with self._optimizer_params():

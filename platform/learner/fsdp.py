@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -71,16 +71,21 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def gather_full_weights(
-    model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    bucket_bytes: int = 256 << 20,
+    select: Callable[[str], bool] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """Unsharded weights on the host at rank 0 (None elsewhere); every rank must call it."""
-    weights = dict(stream_full_weights(model, device, dtype, bucket_bytes, keep=dist.get_rank() == 0, out_device=torch.device("cpu")))
+    keep = dist.get_rank() == 0
+    weights = dict(stream_full_weights(model, device, dtype, bucket_bytes, keep=keep, out_device=torch.device("cpu"), select=select))
     return weights if dist.get_rank() == 0 else None
 
 
 def stream_full_weights(
     model: nn.Module, device: torch.device, dtype: torch.dtype | None = None, bucket_bytes: int = 256 << 20,
-    keep: bool = True, out_device: torch.device | None = None,
+    keep: bool = True, out_device: torch.device | None = None, select: Callable[[str], bool] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The unsharded weights, one all-gather per bucket, yielded tensor by tensor as each bucket
     arrives (on out_device, default `device`) where `keep`; ranks that do not keep them still
@@ -91,11 +96,12 @@ def stream_full_weights(
     tensor as it comes (an engine's weight loader) never holds a second full copy. FSDP2 shards
     every tensor on dim 0, so each tensor is rebuilt by concatenating the ranks' pieces in rank
     order. The buckets travel on `device`, the learners' compute device, even when the shards
-    are offloaded to the host: there NCCL carries them, not gloo.
+    are offloaded to the host: there NCCL carries them, not gloo. `select` keeps only the tensors
+    whose names it accepts (the adapters alone, for an adapter-only sync).
     """
     world = dist.get_world_size()
     out_device = out_device or device
-    entries = list(model.state_dict().items())
+    entries = [(name, value) for name, value in model.state_dict().items() if select is None or select(name)]
     local = [(v.to_local() if isinstance(v, DTensor) else v).detach() for _, v in entries]
     sharded = [isinstance(v, DTensor) for _, v in entries]
     rows = torch.tensor([t.shape[0] if t.dim() else 1 for t in local], dtype=torch.long, device=device)
@@ -175,11 +181,11 @@ class FSDPBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return norm, applied
 
-    def rollout_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        return gather_full_weights(self.module, self.device, dtype)
+    def rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor] | None:
+        return gather_full_weights(self.module, self.device, dtype, select=select)
 
-    def stream_rollout_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-        return stream_full_weights(self.module, self.device, dtype)
+    def stream_rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        return stream_full_weights(self.module, self.device, dtype, select=select)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         state = full_state_dict(self.module)

@@ -5,11 +5,12 @@ activations; with adapters only their parameters get gradients and optimizer sta
 frozen base doubles as the reference policy (the same weights with the adapters switched off),
 so no second copy of the model is held.
 
-The engines never see an adapter: every weight sync hands them W + (alpha / r) B A computed on a
-copy of the gathered weights (`merged_weights`), so the learners' base stays exact and both
-engines load the result as they load any full model. vLLM applies no LoRA to a vision tower
-anyway, and an adapter-only sync that never reached the engine would be invisible; a merged
-one is checked every step by rollout/log_prob_diff_*.
+Two ways to the engines (`learner.lora.sync`): `merged` hands them W + (alpha / r) B A computed
+on a copy of the gathered weights (`merged_weights`), so the learners' base stays exact and both
+engines load the result as they load any full model; `adapter` hands vLLM the adapters alone
+(`adapter_weights`, see platform/adapter_sync.py). Either way rollout/log_prob_diff_* compares
+the engine's log-probs with the learners' every step: an adapter that never reached the engine
+shows there from the second step on (the first one's adapters are zero, B = 0).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from anomalyr1.platform.adapter_sync import write_peft_folder
 from anomalyr1.platform.recipe import LoraConfig
 
 ADAPTER_DIR = "adapter"
@@ -67,13 +69,18 @@ def trainable_share(model: nn.Module) -> float:
     return sum(n for n, trains in sizes if trains) / sum(n for n, _ in sizes)
 
 
+def is_adapter(name: str) -> bool:
+    """Whether a PEFT model's state-dict entry is an adapter tensor (not the frozen base)."""
+    return ".lora_A." in name or ".lora_B." in name
+
+
 def merged_weights(state: dict[str, torch.Tensor], config: LoraConfig) -> dict[str, torch.Tensor]:
     """The base model's state dict (its own names) with every adapter merged in, from a PEFT
     model's full state dict; computed in fp32 on copies, the input is left as it is."""
     scaling = config.alpha / config.rank
     merged: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        if ".lora_A." in name or ".lora_B." in name:
+        if is_adapter(name):
             continue
         merged[name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", ".")] = tensor
     for name, down in state.items():
@@ -88,13 +95,14 @@ def merged_weights(state: dict[str, torch.Tensor], config: LoraConfig) -> dict[s
 
 def adapter_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The adapters alone, named as PEFT saves them (adapter name dropped)."""
-    return {name.replace(f".{_ADAPTER}.", "."): tensor for name, tensor in state.items() if ".lora_A." in name or ".lora_B." in name}
+    return {name.replace(f".{_ADAPTER}.", "."): tensor for name, tensor in state.items() if is_adapter(name)}
+
+
+def adapter_config(model: nn.Module) -> dict:
+    """The PEFT model's adapter_config.json, as a plain dict (PEFT writes its sets as lists)."""
+    return {key: sorted(value) if isinstance(value, set) else value for key, value in model.peft_config[_ADAPTER].to_dict().items()}
 
 
 def save_adapters(model: nn.Module, state: dict[str, torch.Tensor], directory: Path) -> None:
     """`directory` as PeftModel.save_pretrained writes it, from the gathered full state dict."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    model.peft_config[_ADAPTER].save_pretrained(str(directory))
-    save_file({k: v.contiguous() for k, v in adapter_weights(state).items()}, str(directory / "adapter_model.safetensors"))
+    write_peft_folder(directory, adapter_weights(state), adapter_config(model))

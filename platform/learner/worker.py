@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from anomalyr1.platform.adapter_sync import AdapterUpdate
 from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs, collate, response_scores, split_evenly, truncated_log_probs
 from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
 from anomalyr1.platform.learner.backend import make_backend, rank0_loads_weights
 from anomalyr1.platform.learner.collectives import all_reduce_values, process_group_backend
-from anomalyr1.platform.learner.lora import ADAPTER_DIR, add_adapters, merged_weights, save_adapters, trainable_share
+from anomalyr1.platform.learner.lora import ADAPTER_DIR, adapter_config, adapter_weights, add_adapters, is_adapter, merged_weights, save_adapters, trainable_share
 from anomalyr1.platform.learner.schedule import current_lr, lr_scheduler
 from anomalyr1.platform.models import fingerprint, load_policy, load_processor, resolve_model_path, suppressed_token_ids
 from anomalyr1.platform.recipe import recipe_in_actor
@@ -370,7 +371,8 @@ class LearnerWorker:
     # -- weights out ----------------------------------------------------------------------------
 
     def state_dict(self) -> list | None:
-        """[ObjectRef of the full weights] at rank 0 (None elsewhere), in the rollout's dtype.
+        """[ObjectRef of the weights for the rollout] at rank 0 (None elsewhere), in its dtype: the
+        full weights, or with learner.lora.sync = adapter an AdapterUpdate of the adapters alone.
 
         Put in the object store here and returned by reference, so the driver passes the weights
         on to the rollout workers without ever holding a copy; every rank must be called."""
@@ -379,7 +381,10 @@ class LearnerWorker:
         dtype = getattr(torch, self.recipe.model.dtype)
         if not self.lora:
             state = self.engine.rollout_weights(dtype)
-        else:  # merged in fp32, then cast: adapters never reach an engine as such
+        elif self.lora.sync == "adapter":  # the engine's base is the learners' (see adapter_sync)
+            adapters = self.engine.rollout_weights(dtype, select=is_adapter)
+            state = None if adapters is None else AdapterUpdate(adapter_weights(adapters), adapter_config(self.policy))
+        else:  # merged in fp32, then cast
             gathered = self.engine.rollout_weights(torch.float32)
             state = None if gathered is None else {k: v.to(dtype) for k, v in merged_weights(gathered, self.lora).items()}
         return [ray.put(state)] if state is not None else None
@@ -387,9 +392,13 @@ class LearnerWorker:
     def sync_engine(self, checksum: bool = False) -> tuple[str, float | None]:
         """Colocated: the full weights into this rank's engine, gathered from the shards bucket by
         bucket and loaded tensor by tensor as they arrive (no object store, no file, no second
-        full copy). Returns the engine's incarnation and, with `checksum`, the fingerprint of what
-        it loaded; collective."""
+        full copy), or the adapters alone with learner.lora.sync = adapter. Returns the engine's
+        incarnation and, with `checksum`, the fingerprint of what it loaded; collective."""
         dtype = getattr(torch, self.recipe.model.dtype)
+        if self.lora and self.lora.sync == "adapter":  # the adapters alone, small: gathered whole
+            adapters = dict(self.engine.stream_rollout_weights(dtype, select=is_adapter))
+            incarnation = self.rollout.update_weights(AdapterUpdate(adapter_weights(adapters), adapter_config(self.policy)), checksum)
+            return incarnation, self.rollout.fingerprint() if checksum else None
         if not self.lora:
             weights = self.engine.stream_rollout_weights(dtype)
         else:  # the merge needs each base weight with both its adapter halves: gathered whole, in fp32
@@ -415,6 +424,10 @@ class LearnerWorker:
         return (merged_weights(state, self.lora) if self.lora else state), state
 
     def fingerprint(self) -> float | None:
+        """models.fingerprint of what state_dict sends at rank 0 (None elsewhere), in fp32; collective."""
+        if self.lora and self.lora.sync == "adapter":
+            adapters = self.engine.rollout_weights(torch.float32, select=is_adapter)
+            return fingerprint(adapter_weights(adapters).items()) if adapters is not None else None
         weights = self._policy_weights()
         return fingerprint(weights[0].items()) if weights is not None else None
 

@@ -9,7 +9,9 @@ learner's -inf mask differs from it by nothing measurable.
 Log-probs are vLLM's "processed" ones: of the distribution it sampled from (after temperature
 and logit bias), which is what the learners compute, so the two can be compared every step.
 
-The weights arrive by the path platform/weight_handoff.py chooses for where the engine runs.
+The weights arrive by the path platform/weight_handoff.py chooses for where the engine runs, or
+with `learner.lora.sync: adapter` as the learners' adapters alone, which vLLM applies as a LoRA
+request on every prompt (rollout/vllm_adapter.py).
 After each weight update every cache computed with the old weights is dropped: the prefix
 cache (KV of shared prompts) and the encoder cache (image embeddings). Keeping the latter would
 roll out with the old vision tower's features, silently on GPU.
@@ -34,12 +36,14 @@ from typing import Iterable
 
 import torch
 
+from anomalyr1.platform.adapter_sync import AdapterUpdate, engine_max_lora_rank
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import EncodedPrompt
 from anomalyr1.platform.models import suppressed_token_ids
 from anomalyr1.platform.recipe import Recipe
 from anomalyr1.platform.rollout import vllm_on_cpu
 from anomalyr1.platform.rollout.sampling import SamplingSettings
+from anomalyr1.platform.rollout.vllm_adapter import ServedAdapter
 from anomalyr1.platform.weight_handoff import WEIGHT_RECEIVER, WeightHandoff
 
 
@@ -78,7 +82,12 @@ class VLLMEngine:
 
         kv_cache_gib = rollout.kv_cache_gib or (vllm_on_cpu.KV_CACHE_GIB if on_cpu else None)
         self.tokenizer = tokenizer
-        self.sleep_level = 0 if on_cpu else 2 if self.colocated else 1 if rollout.sleep_when_idle else 0
+        lora = recipe.learner.lora
+        adapter_sync = lora.rank > 0 and lora.sync == "adapter"
+        # level 2 discards the weights, which the next full load refills; the adapter path never
+        # loads the base again, so it is kept asleep at level 1, in host memory
+        colocated_level = 1 if adapter_sync else 2
+        self.sleep_level = 0 if on_cpu else colocated_level if self.colocated else 1 if rollout.sleep_when_idle else 0
         """vLLM's sleep level between uses (0: never sleeps; CPU builds have no sleep mode)."""
         self.awake = {"weights", "kv_cache"}
         self.llm = LLM(
@@ -96,9 +105,11 @@ class VLLMEngine:
             enable_prefix_caching=True,  # the G samples of a prompt share its (long, image-heavy) prefix
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WEIGHT_RECEIVER,
+            **({"enable_lora": True, "max_lora_rank": engine_max_lora_rank(lora.rank), "max_loras": 1} if adapter_sync else {}),
             **(vllm_on_cpu.ENGINE_ARGS if on_cpu else {}),
         )
         self.handoff = WeightHandoff(self.llm, rollout.weight_handoff)
+        self.adapter = ServedAdapter(self.llm) if adapter_sync else None
         self.bias = {token: -100.0 for token in suppressed_token_ids(tokenizer)}
         self.sleep()
 
@@ -136,7 +147,8 @@ class VLLMEngine:
         )
         requests = [{"prompt": p.chat_text, "multi_modal_data": {"image": p.images}} for p in prompts]
         self._wake("weights", "kv_cache")
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        lora_request = self.adapter.request if self.adapter else None
+        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=lora_request)
         self._idle()
         groups = []
         for prompt, output in zip(prompts, outputs):
@@ -150,10 +162,14 @@ class VLLMEngine:
             )
         return groups
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> float | None:
-        """With `checksum`, returns models.fingerprint of what the workers loaded (see weight_handoff)."""
+    def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]] | AdapterUpdate, checksum: bool = False) -> float | None:
+        """Named full weights, or the adapters of learner.lora.sync = adapter. With `checksum`,
+        returns models.fingerprint of what the workers loaded (see weight_handoff, ServedAdapter)."""
         self._wake("weights")  # after a level-2 sleep they hold nothing until this load
-        loaded = self.handoff.send(named_tensors, checksum)
+        if isinstance(weights, AdapterUpdate):
+            loaded = self.adapter.replace(weights, checksum)
+        else:
+            loaded = self.handoff.send(weights, checksum)
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
         self._idle()

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 import torch
 
 from anomalyr1.data_pipelines.schema import Sample
+from anomalyr1.platform.adapter_sync import AdapterUpdate
 from anomalyr1.platform.batch import RolloutGroup
 from anomalyr1.platform.encoding import encode_prompt
 from anomalyr1.platform.models import load_processor, resolve_model_path
@@ -71,10 +72,13 @@ class RolloutWorker:
             groups = [replace(g, pixel_values=g.pixel_values.to(self.pixel_dtype)) for g in groups]
         return RolloutResult(groups=groups, compute_s=time.perf_counter() - start, incarnation=self.incarnation)
 
-    def update_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], checksum: bool = False) -> str:
+    def update_weights(
+        self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | AdapterUpdate, checksum: bool = False
+    ) -> str:
         """Load the learners' weights (a dict from the object store, or named tensors as a
-        colocated learner gathers them); returns the incarnation that now holds them. With
-        `checksum`, the load also leaves the fingerprint of what it loaded (`fingerprint`)."""
+        colocated learner gathers them) or their adapters alone (learner.lora.sync = adapter, see
+        adapter_sync); returns the incarnation that now holds them. With `checksum`, the load
+        also leaves the fingerprint of what it loaded (`fingerprint`)."""
         named = weights.items() if isinstance(weights, Mapping) else weights
         self.loaded_fingerprint = self.engine.update_weights(named, checksum)
         return self.incarnation

@@ -70,6 +70,14 @@ BAD_RECIPES = [
     ({"trainer__max_staleness": 1, "rollout__top_k": 50, "rollout__placement": "separate"},
      ["trainer.max_staleness = 1", "rollout.top_k = 50", "set top_k: 0 and top_p: 1.0"]),
     ({"algorithm__rollout_is": "token", "rollout__top_p": 0.9}, ["algorithm.rollout_is = 'token'", "rollout.top_p = 0.9"]),
+    ({"learner__lora__sync": "both"}, ["learner.lora.sync", "'both'", "'merged' or 'adapter'"]),
+    ({"learner__lora__sync": "adapter"}, ["learner.lora.sync = 'adapter'", "set learner.lora.rank > 0"]),
+    ({"learner__lora__sync": "adapter", "learner__lora__rank": 8}, ["learner.lora.sync = 'adapter'", "rollout.engine = 'hf'", "learner.lora.sync=merged"]),
+    ({"learner__lora__sync": "adapter", "learner__lora__rank": 8, "rollout__engine": "vllm", "learner__lora__vision": True},
+     ["learner.lora.sync = 'adapter'", "vision tower", "learner.lora.vision = true"]),
+    ({"learner__lora__sync": "adapter", "learner__lora__rank": 8, "rollout__engine": "vllm", "learner__lora__target_modules": ["q_proj", "lm_head"]},
+     ["learner.lora.sync = 'adapter'", "learner.lora.target_modules ['lm_head']"]),
+    ({"learner__lora__sync": "adapter", "learner__lora__rank": 1024, "rollout__engine": "vllm"}, ["up to rank 512", "learner.lora.rank = 1024"]),
 ]
 
 

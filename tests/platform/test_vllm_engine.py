@@ -230,3 +230,78 @@ def test_weights_reach_vllm_worker_processes_with_tensor_parallelism(ray_session
     assert loaded == pytest.approx(fingerprint(changed.items()), rel=1e-12)
     assert [g.responses for g in after] != [g.responses for g in before]
     assert [g.responses for g in restored] == [g.responses for g in before]
+
+
+ADAPTER_SYNC = ("rollout.engine=vllm", "learner.lora.rank=8", "learner.lora.sync=adapter")
+
+
+def _adapters(tiny_model, scale: float, seed: int = 0):
+    """An AdapterUpdate as the learners send it, with B drawn at `scale` (0: the fresh adapters
+    of a first sync), and the merged weights that put the same adapters into the base."""
+    from anomalyr1.platform.adapter_sync import AdapterUpdate
+    from anomalyr1.platform.learner.lora import adapter_config, adapter_weights, add_adapters, merged_weights
+    from anomalyr1.platform.recipe import LoraConfig
+
+    config = LoraConfig(rank=8, sync="adapter")
+    model = add_adapters(load_policy(tiny_model), config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    state = model.state_dict()
+    return AdapterUpdate(adapter_weights(state), adapter_config(model)), merged_weights(state, config)
+
+
+def test_the_adapter_only_sync_changes_what_vllm_generates(ray_session, tiny_model, synthetic_root, cache_dir, samples, tmp_path):
+    """The mutation check of the adapter path: adapters that reach the engine but are not applied
+    to every prompt (generate without the LoRA request) leave greedy outputs and log-probs those
+    of the base; the engine's log-probs must be the adapted policy's, as the learners compute it
+    (merged), and a newer adapter must replace the older one."""
+    from anomalyr1.platform.recipe import load_recipe
+
+    recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
+                                f"trainer.output_dir={tmp_path}", *ADAPTER_SYNC])
+    worker = ray_session.remote(RolloutWorker).options(num_cpus=0).remote(0, recipe.model_dump(mode="json"))
+    trained, trained_merged = _adapters(tiny_model, scale=0.5)
+    fresh, _ = _adapters(tiny_model, scale=0.0)
+    try:
+        before = _generate(ray_session, worker, samples, GREEDY)
+        ray_session.get(worker.update_weights.remote(trained, True))
+        loaded = ray_session.get(worker.fingerprint.remote())
+        after = _generate(ray_session, worker, samples, GREEDY)
+        sampled = _generate(ray_session, worker, samples, SamplingSettings(n=2, max_new_tokens=12, seed=3))
+        ray_session.get(worker.update_weights.remote(fresh))
+        replaced = _generate(ray_session, worker, samples, GREEDY)
+    finally:
+        ray_session.kill(worker)
+    assert loaded == pytest.approx(fingerprint(trained.tensors.items()), rel=1e-12)
+    assert [g.responses for g in after] != [g.responses for g in before], "the adapters did not change greedy outputs"
+    assert [g.responses for g in replaced] == [g.responses for g in before], "zero adapters must give the base's outputs back"
+    model = load_policy(tiny_model)
+    model.load_state_dict(trained_merged)
+    tokenizer = load_processor(tiny_model).tokenizer
+    items = [(g, r) for g in sampled for r in g.responses]
+    batch = collate(items, tokenizer.pad_token_id, model.config.image_token_id)
+    with torch.no_grad():
+        learner = response_log_probs(model(**batch.inputs).logits, batch, suppressed_token_ids(tokenizer))
+    engine = [lp for g in sampled for lp in g.log_probs]
+    gaps = torch.cat([(learner[row, : len(lp)] - torch.tensor(lp)).abs() for row, lp in enumerate(engine)])
+    assert float(gaps.max()) < 1e-3, f"the engine's log-probs are not the adapted policy's: gap up to {float(gaps.max())}"
+
+
+@pytest.mark.parametrize("placement", ["separate", "colocated"])
+def test_training_with_the_adapter_only_sync_keeps_the_gap(ray_session, tiny_recipe, learnable_reward, placement):
+    """A rate at which the adapters move the tiny model's log-probs by far more than 2e-3 in one
+    step: a step whose rollout missed the adapters shows in the gap from step 2 on. Separate: one
+    rollout worker gets them through the object store; colocated: each learner rank's engine
+    from the rank's own gather."""
+    workers = ["rollout.workers=1"] if placement == "separate" else []
+    recipe = tiny_recipe(*ADAPTER_SYNC, *workers, f"rollout.placement={placement}", "trainer.steps=3", "trainer.prompts_per_step=8",
+                         "learner.lr=2e-2", learnable_reward)
+    trainer = Trainer(recipe)
+    trainer.train()
+    metrics = read_metrics(trainer.output / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert metrics[0]["actor/grad_norm"] > 0, "no update happened: the adapters stayed zero"
+    assert max(m["rollout/log_prob_diff_mean"] for m in metrics) <= 2e-3, metrics
