@@ -261,7 +261,7 @@ def test_the_adapter_only_sync_changes_what_vllm_generates(ray_session, tiny_mod
     from anomalyr1.platform.recipe import load_recipe
 
     recipe = load_recipe(None, [f"model.path={tiny_model}", f"model.cache_dir={cache_dir}", f"data.root={synthetic_root}",
-                                f"trainer.output_dir={tmp_path}", *ADAPTER_SYNC])
+                                f"trainer.output_dir={tmp_path}", "rollout.placement=separate", *ADAPTER_SYNC])
     worker = ray_session.remote(RolloutWorker).options(num_cpus=0).remote(0, recipe.model_dump(mode="json"))
     trained, trained_merged = _adapters(tiny_model, scale=0.5)
     fresh, _ = _adapters(tiny_model, scale=0.0)
