@@ -29,7 +29,8 @@ def localization_answers(ray_session, tiny_model, synthetic_root, cache_dir, tmp
     out = tmp_path_factory.mktemp("eval")
     argv = ["eval", "--set", f"model.cache_dir={cache_dir}", "--set", f"data.root={synthetic_root}",
             "--set", "prompt.name=localization", "--set", "data.question_types=[Anomaly Detection]",
-            "--set", "rollout.workers=1", "--checkpoint", tiny_model, "--out", str(out)]
+            "--set", "rollout.workers=1", "--set", "learner.workers=1",  # the recipe is colocated: its engines are the learners'
+            "--checkpoint", tiny_model, "--out", str(out)]
     assert cli.main(argv) == 0
     return out / "answers.json"
 

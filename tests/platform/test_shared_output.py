@@ -40,7 +40,7 @@ CLUSTER_SCRIPT = textwrap.dedent(
         def _start_learners(self):
             super()._start_learners()
             self.learner_nodes = ray.get([learner.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
-                                          for learner in self.learners])
+                                          for learner in self.roles.learners.actors])
 
 
     def recipe(output, *more):
