@@ -93,13 +93,10 @@ class DeepSpeedBackend:
 
     def rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor] | None:
         state = self.full_state_dict()
-        if state is None:
-            return None
-        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items() if select is None or select(k)}
+        return dict(_for_rollout(state, dtype, select)) if state is not None else None
 
     def stream_rollout_weights(self, dtype: torch.dtype, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        state = self.full_state_dict(every_rank=True)  # ZeRO-3 gathers the whole model at once anyway
-        return ((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if select is None or select(k))
+        return _for_rollout(self.full_state_dict(every_rank=True), dtype, select)  # ZeRO-3 gathers the whole model at once anyway
 
     def save_state(self, directory: Path, rank: int, world_size: int, extra: dict) -> None:
         with self._optimizer_params():
@@ -121,6 +118,11 @@ class DeepSpeedBackend:
         finally:
             if self.stage == 3:
                 self.zero_optimizer._clear_fp32_optimizer_param_groups()
+
+
+def _for_rollout(state: dict[str, torch.Tensor], dtype: torch.dtype, select: Callable[[str], bool] | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The entries `select` accepts (all without it), floating ones cast to the rollout's dtype."""
+    return ((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if select is None or select(k))
 
 
 def frozen_reference(policy: nn.Module, recipe) -> nn.Module:

@@ -80,7 +80,7 @@ def gather_full_weights(
     """Unsharded weights on the host at rank 0 (None elsewhere); every rank must call it."""
     keep = dist.get_rank() == 0
     weights = dict(stream_full_weights(model, device, dtype, bucket_bytes, keep=keep, out_device=torch.device("cpu"), select=select))
-    return weights if dist.get_rank() == 0 else None
+    return weights if keep else None
 
 
 def stream_full_weights(

@@ -22,6 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -370,45 +371,51 @@ class LearnerWorker:
 
     # -- weights out ----------------------------------------------------------------------------
 
+    def _engine_weights(self, every_rank: bool = False) -> dict[str, torch.Tensor] | Iterator[tuple[str, torch.Tensor]] | AdapterUpdate | None:
+        """What a sync hands the engines, in the rollout's dtype: the full weights, the merged
+        ones with adapters (merged in fp32, then cast), or with learner.lora.sync = adapter the
+        adapters alone. At rank 0 (None elsewhere), or with `every_rank` on every rank; full or
+        merged weights may come as named tensors streamed from the gather or the merge (consume
+        them whole); collective."""
+        dtype = getattr(torch, self.recipe.model.dtype)
+        if not self.lora:
+            return self.engine.stream_rollout_weights(dtype) if every_rank else self.engine.rollout_weights(dtype)
+
+        def gathered(wanted: torch.dtype, select=None) -> dict[str, torch.Tensor] | None:
+            if every_rank:
+                return dict(self.engine.stream_rollout_weights(wanted, select=select))
+            return self.engine.rollout_weights(wanted, select=select)
+
+        if self.lora.sync == "adapter":  # the engine's base is the learners' (see adapter_sync)
+            adapters = gathered(dtype, is_adapter)
+            return None if adapters is None else AdapterUpdate(adapter_weights(adapters), adapter_config(self.policy))
+        state = gathered(torch.float32)  # the merge needs each base weight with both its adapter halves
+        return None if state is None else ((k, v.to(dtype)) for k, v in merged_weights(state, self.lora).items())  # cast one by one
+
     def state_dict(self) -> list | None:
-        """[ObjectRef of the weights for the rollout] at rank 0 (None elsewhere), in its dtype: the
-        full weights, or with learner.lora.sync = adapter an AdapterUpdate of the adapters alone.
+        """[ObjectRef of _engine_weights] at rank 0 (None elsewhere).
 
         Put in the object store here and returned by reference, so the driver passes the weights
         on to the rollout workers without ever holding a copy; every rank must be called."""
         import ray
 
-        dtype = getattr(torch, self.recipe.model.dtype)
-        if not self.lora:
-            state = self.engine.rollout_weights(dtype)
-        elif self.lora.sync == "adapter":  # the engine's base is the learners' (see adapter_sync)
-            adapters = self.engine.rollout_weights(dtype, select=is_adapter)
-            state = None if adapters is None else AdapterUpdate(adapter_weights(adapters), adapter_config(self.policy))
-        else:  # merged in fp32, then cast
-            gathered = self.engine.rollout_weights(torch.float32)
-            state = None if gathered is None else {k: v.to(dtype) for k, v in merged_weights(gathered, self.lora).items()}
-        return [ray.put(state)] if state is not None else None
+        state = self._engine_weights()
+        if state is None:
+            return None
+        return [ray.put(dict(state) if isinstance(state, Iterator) else state)]
 
     def sync_engine(self, checksum: bool = False) -> tuple[str, float | None]:
-        """Colocated: the full weights into this rank's engine, gathered from the shards bucket by
-        bucket and loaded tensor by tensor as they arrive (no object store, no file, no second
-        full copy), or the adapters alone with learner.lora.sync = adapter. Returns the engine's
-        incarnation and, with `checksum`, the fingerprint of what it loaded; collective."""
-        dtype = getattr(torch, self.recipe.model.dtype)
-        if self.lora and self.lora.sync == "adapter":  # the adapters alone, small: gathered whole
-            adapters = dict(self.engine.stream_rollout_weights(dtype, select=is_adapter))
-            incarnation = self.rollout.update_weights(AdapterUpdate(adapter_weights(adapters), adapter_config(self.policy)), checksum)
-            return incarnation, self.rollout.fingerprint() if checksum else None
-        if not self.lora:
-            weights = self.engine.stream_rollout_weights(dtype)
-        else:  # the merge needs each base weight with both its adapter halves: gathered whole, in fp32
-            merged = merged_weights(dict(self.engine.stream_rollout_weights(torch.float32)), self.lora)
-            weights = ((k, v.to(dtype)) for k, v in merged.items())
+        """Colocated: _engine_weights on every rank into this rank's engine; the full weights are
+        gathered bucket by bucket and loaded tensor by tensor as they arrive (no object store, no
+        file, no second full copy). Returns the engine's incarnation and, with `checksum`, the
+        fingerprint of what it loaded; collective."""
+        weights = self._engine_weights(every_rank=True)
         try:
             incarnation = self.rollout.update_weights(weights, checksum)
         finally:
-            for _left in weights:  # every rank runs every gather, whatever its engine's loader took
-                pass
+            if isinstance(weights, Iterator):  # every rank runs every gather, whatever its engine's loader took
+                for _left in weights:
+                    pass
         return incarnation, self.rollout.fingerprint() if checksum else None
 
     def generate(self, samples: list[dict], sampling: SamplingSettings, texts_only: bool = False) -> RolloutResult:
