@@ -19,7 +19,8 @@ from pathlib import Path
 
 import ray
 
-from anomalyr1.platform.driver import Trainer, connect_ray
+from anomalyr1.platform.driver import Trainer
+from anomalyr1.platform.ray_session import connect_ray
 from anomalyr1.platform.metrics import read_metrics
 from anomalyr1.platform.recipe import load_recipe
 

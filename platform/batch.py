@@ -3,7 +3,10 @@
 A rollout returns one `RolloutGroup` per prompt: the prompt's tokens and pixels once, and its G
 responses. Learners rebuild forward-pass inputs from groups with `collate`, left-padding prompts
 and right-padding responses so every response starts at the same column: the response log-probs
-are then one slice of the logits, for any batch.
+are then one slice of the logits, for any batch. With shared prompts (`response_logits`) each
+distinct prompt goes through the model once and its G responses attend to its keys and values:
+on the tiny recipe a prompt is ~200 tokens and a response ~30, so a micro-batch of 8 responses
+to one prompt costs ~1/5 of the tokens it would whole.
 """
 
 from __future__ import annotations
@@ -86,39 +89,82 @@ class ModelBatch:
     """(B, R) 1 where a response token is real."""
     prompt_width: int
     """Column where responses start: logits[:, prompt_width - 1 + t] predict response token t."""
+    prompt_rows: torch.Tensor | None = None
+    """Shared prompts (collate's share_prompts): `inputs` holds each distinct prompt once, and
+    sequence b's prompt is its row prompt_rows[b]; None: `inputs` holds every sequence whole."""
 
 
-def collate(items: list[tuple[RolloutGroup, list[int]]], pad_id: int, image_token_id: int) -> ModelBatch:
-    """Forward-pass inputs for (group, response) pairs; pixels are repeated per sequence.
+def collate(items: list[tuple[RolloutGroup, list[int]]], pad_id: int, image_token_id: int, share_prompts: bool = False) -> ModelBatch:
+    """Forward-pass inputs for (group, response) pairs: every sequence whole (pixels repeated per
+    sequence), or with `share_prompts` each distinct group's prompt once, for `response_logits`.
 
     `mm_token_type_ids` marks the image placeholders: without it Qwen2.5-VL silently falls back
     to 1-D positions instead of its multimodal rope, and log-probs no longer match generation.
     """
     prompt_width = max(len(group.prompt_ids) for group, _ in items)
     response_width = max(1, max(len(response) for _, response in items))
-    batch = len(items)
-    input_ids = torch.full((batch, prompt_width + response_width), pad_id, dtype=torch.long)
+    responses = torch.zeros((len(items), response_width), dtype=torch.long)
+    response_mask = torch.zeros((len(items), response_width), dtype=torch.float32)
+    for row, (_, response) in enumerate(items):
+        if response:
+            responses[row, : len(response)] = torch.tensor(response)
+            response_mask[row, : len(response)] = 1
+    prompt_rows = None
+    groups = [group for group, _ in items]
+    width = prompt_width + response_width
+    if share_prompts:
+        distinct: dict[int, int] = {}
+        prompt_rows = torch.tensor([distinct.setdefault(id(group), len(distinct)) for group in groups])
+        groups = list({id(group): group for group in groups}.values())
+        width = prompt_width
+    input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
     attention = torch.zeros_like(input_ids)
-    responses = torch.zeros((batch, response_width), dtype=torch.long)
-    response_mask = torch.zeros((batch, response_width), dtype=torch.float32)
-    for row, (group, response) in enumerate(items):
+    for row, group in enumerate(groups):
         start = prompt_width - len(group.prompt_ids)
         input_ids[row, start:prompt_width] = torch.tensor(group.prompt_ids)
         attention[row, start:prompt_width] = 1
-        if response:
-            end = prompt_width + len(response)
-            input_ids[row, prompt_width:end] = torch.tensor(response)
-            attention[row, prompt_width:end] = 1
-            responses[row, : len(response)] = torch.tensor(response)
-            response_mask[row, : len(response)] = 1
+    if not share_prompts:
+        input_ids[:, prompt_width:] = torch.where(response_mask.bool(), responses, pad_id)
+        attention[:, prompt_width:] = response_mask.long()
     inputs = {
         "input_ids": input_ids,
         "attention_mask": attention,
         "mm_token_type_ids": (input_ids == image_token_id).int(),
-        "pixel_values": torch.cat([group.pixel_values for group, _ in items]),
-        "image_grid_thw": torch.cat([group.image_grid_thw for group, _ in items]),
+        "pixel_values": torch.cat([group.pixel_values for group in groups]),
+        "image_grid_thw": torch.cat([group.image_grid_thw for group in groups]),
     }
-    return ModelBatch(inputs=inputs, responses=responses, response_mask=response_mask, prompt_width=prompt_width)
+    return ModelBatch(inputs=inputs, responses=responses, response_mask=response_mask, prompt_width=prompt_width, prompt_rows=prompt_rows)
+
+
+def response_logits(model: torch.nn.Module, batch: ModelBatch) -> torch.Tensor:
+    """(B, R + 1, vocab) logits ending each row, the first R of which predict the response tokens
+    (what `response_scores` reads), from a Qwen2.5-VL model however wrapped (FSDP2, DeepSpeed, PEFT).
+
+    Shared prompts take two passes: the distinct prompts, keeping their keys and values; then
+    the responses over a copy of their prompt's keys and values for each sequence (autograd
+    sums the copies' gradients, so gradients are those of whole sequences). The responses'
+    multimodal-rope positions continue their prompt's, as in generation. Gradient checkpointing
+    drops the cache (transformers' checkpointed layers), so the learner shares prompts only without it.
+    """
+    width = batch.responses.shape[1]
+    if batch.prompt_rows is None:
+        return model(**batch.inputs, use_cache=False, logits_to_keep=width + 1).logits
+    prompts = batch.inputs
+    rope = next(module for module in model.modules() if hasattr(type(module), "get_rope_index"))
+    positions, deltas = rope.get_rope_index(prompts["input_ids"], prompts["mm_token_type_ids"], image_grid_thw=prompts["image_grid_thw"],
+                                            attention_mask=prompts["attention_mask"])
+    prompt_pass = model(**prompts, position_ids=positions, use_cache=True, logits_to_keep=1)
+    rows = batch.prompt_rows.to(positions.device)
+    cache = prompt_pass.past_key_values
+    cache.reorder_cache(rows)  # (prompts, ...) -> (sequences, ...): each sequence's copy of its prompt's
+    # as generation counts them: the prompt's own tokens (padding left out), plus its rope delta
+    lengths = prompts["attention_mask"].sum(-1, keepdim=True).to(positions.device)
+    after = (lengths + deltas.to(positions.device))[rows] + torch.arange(width, device=positions.device)
+    response_positions = after.unsqueeze(0).expand(3, -1, -1)
+    attention = torch.cat([prompts["attention_mask"][rows], batch.response_mask.to(prompts["attention_mask"])], dim=1)
+    response_pass = model(input_ids=batch.responses, attention_mask=attention, position_ids=response_positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=width)
+    return torch.cat([prompt_pass.logits[rows], response_pass.logits], dim=1)
 
 
 def response_scores(logits: torch.Tensor, batch: ModelBatch, suppressed_ids: list[int], temperature: float = 1.0) -> torch.Tensor:

@@ -7,8 +7,11 @@ exit code 2; only bugs show a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from anomalyr1.platform.recipe import RecipeError, load_recipe
 
@@ -36,11 +39,19 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
-    from anomalyr1.platform.driver import Trainer
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe fails here, before Ray
+    from anomalyr1.platform.ray_session import connect_ray
 
-    trainer = Trainer(recipe, resume=args.resume)  # loads data and the model path: fails here, before Ray, on bad input
-    final = trainer.train()
+    # Ray's processes start (main thread: Ray wants it for its signal handler) while the driver's
+    # modules (torch, transformers: seconds of one core) import in a second thread
+    with ThreadPoolExecutor(1) as pool:
+        importing = pool.submit(importlib.import_module, "anomalyr1.platform.driver")
+        begin = time.perf_counter()
+        connect_ray(recipe)
+        ray_start_s = time.perf_counter() - begin
+        driver = importing.result()
+    trainer = driver.Trainer(recipe, resume=args.resume)  # loads data and the model path: bad input fails here, before any actor starts
+    final = trainer.train(ray_start_s)
     print(f"final model: {final}\nmetrics: {trainer.output / 'metrics.jsonl'}")
     print(f"report: anomalyr1 report {trainer.output}   (writes {trainer.output / 'report.html'}; open it in a browser)")
     return 0

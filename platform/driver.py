@@ -21,7 +21,6 @@ instead of waiting for them.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from collections import Counter
@@ -32,7 +31,6 @@ import ray
 import torch
 
 from anomalyr1.data_pipelines.holdout import split_held_out
-from anomalyr1.platform.actor_env import ACTOR_ENV, QUIET_ENV
 from anomalyr1.platform.batch import RolloutGroup, TrainSequence, split_evenly
 from anomalyr1.platform.checkpoint import TrainerState, checkpoints_dir, commit, find_resumable, prune, staging_dir
 from anomalyr1.platform.eval_answers import EVALS_DIR
@@ -41,6 +39,7 @@ from anomalyr1.platform.grpo import compute_advantages
 from anomalyr1.platform.metrics import MetricsLog, mean_std, metric_sinks
 from anomalyr1.platform.models import resolve_model_path
 from anomalyr1.platform.prompt_source import PromptSource, load_training_data
+from anomalyr1.platform.ray_session import connect_ray
 from anomalyr1.platform.recipe import Recipe, RecipeError, dump_recipe
 from anomalyr1.platform.remote_calls import LOST
 from anomalyr1.platform.roles import MAX_RESTARTS, LearnerFailure, Roles
@@ -55,31 +54,6 @@ log = logging.getLogger("anomalyr1")
 def class_of(sample) -> tuple[str, str, str]:
     return sample.dataset, sample.category, sample.defect_type
 
-
-
-def connect_ray(recipe: Recipe) -> None:
-    """Join the recipe's cluster, RAY_ADDRESS's (as under `ray job submit`), or start a local one.
-
-    The console stays as quiet as the command's logging (`-v` sets INFO): without it, Ray's own
-    lines (its start, the token-authentication notice) and the actors' bars stay out."""
-    if ray.is_initialized():
-        return
-    verbose = log.isEnabledFor(logging.INFO)
-    env_vars = {**ACTOR_ENV, **({} if verbose else QUIET_ENV)}
-    ray_logging = logging.INFO if verbose else logging.ERROR
-    address = recipe.trainer.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True, logging_level=ray_logging)
-    else:
-        trainer = recipe.trainer
-        ray.init(
-            address="local",  # a new one: without it Ray joins any cluster `ray start` left on this machine
-            num_cpus=os.cpu_count(),
-            include_dashboard=trainer.dashboard,
-            dashboard_host=trainer.dashboard_host,
-            runtime_env={"env_vars": env_vars},
-            logging_level=ray_logging,
-        )
 
 
 @dataclass
@@ -197,12 +171,14 @@ class Trainer:
 
     # -- the step pipeline -----------------------------------------------------------------------
 
-    def train(self) -> Path:
+    def train(self, ray_start_s: float | None = None) -> Path:
+        """Runs the steps; `ray_start_s`: the seconds a caller spent starting Ray before this (the
+        CLI starts it while this module's imports load), reported as step 1's perf/ray_start_s."""
         recipe = self.recipe
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "recipe.yaml").write_text(dump_recipe(recipe))
         try:
-            start_times = self._start()
+            start_times = self._start(ray_start_s)
             sinks = metric_sinks(recipe.trainer, self.output, recipe.model_dump(mode="json"))
             self.metrics_log = MetricsLog(self.output / "metrics.jsonl", recipe.trainer.steps, recipe.trainer.progress_bar, self.history, sinks)
             self.rollout_log = RolloutLog(self.output, recipe.trainer, recipe.rollout.max_new_tokens, sinks, self.step)
@@ -229,14 +205,15 @@ class Trainer:
             self.roles.stop()
         return final
 
-    def _start(self) -> dict[str, float]:
+    def _start(self, ray_start_s: float | None) -> dict[str, float]:
         """Ray and the roles, timed: the figures go into the first step's metrics, because on a
         small machine starting them takes longer than many steps (see the README's start-up figures)."""
         begin = time.perf_counter()
         connect_ray(self.recipe)
         ray_up = time.perf_counter()
         self.start_roles()
-        return {"perf/ray_start_s": ray_up - begin, "perf/roles_start_s": time.perf_counter() - ray_up}
+        ray_s = ray_up - begin if ray_start_s is None else ray_start_s
+        return {"perf/ray_start_s": ray_s, "perf/roles_start_s": time.perf_counter() - ray_up}
 
     def _with_learner_recovery(self, action):
         while True:

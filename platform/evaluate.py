@@ -20,7 +20,7 @@ import ray
 from anomalyr1.data_pipelines.prompts import BOX_PROMPTS, shuffle_options
 from anomalyr1.data_pipelines.schema import Sample
 from anomalyr1.data_pipelines.scoring import MMADScores
-from anomalyr1.platform.driver import connect_ray
+from anomalyr1.platform.ray_session import connect_ray
 from anomalyr1.platform.eval_answers import ANSWERS_FILE, TABLE_FILE, choose_letter, reference_letter, write_answers
 from anomalyr1.platform.eval_rollout import eval_batch_size, greedy_answers
 from anomalyr1.platform.placement import actor_options, eval_demand, release, reserve

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from anomalyr1.platform.adapter_sync import AdapterUpdate
-from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs, collate, response_scores, split_evenly, truncated_log_probs
+from anomalyr1.platform.batch import ModelBatch, TrainSequence, chosen_log_probs, collate, response_logits, response_scores, split_evenly, truncated_log_probs
 from anomalyr1.platform.grpo import policy_objective, truncated_is_weights
 from anomalyr1.platform.learner.backend import make_backend, rank0_loads_weights
 from anomalyr1.platform.learner.collectives import all_reduce_values, process_group_backend
@@ -161,9 +161,12 @@ class LearnerWorker:
     # -- forward passes -------------------------------------------------------------------------
 
     def _batch(self, sequences: list[TrainSequence]) -> ModelBatch:
-        batch = collate([(s.group, s.response) for s in sequences], self.pad_id, self.image_token_id)
+        # gradient checkpointing drops the cache that shared prompts need (see response_logits)
+        share = not self.recipe.learner.gradient_checkpointing
+        batch = collate([(s.group, s.response) for s in sequences], self.pad_id, self.image_token_id, share_prompts=share)
         batch.inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
         batch.responses = batch.responses.to(self.device)
+        batch.prompt_rows = None if batch.prompt_rows is None else batch.prompt_rows.to(self.device)
         batch.response_mask = batch.response_mask.to(self.device)
         return batch
 
@@ -172,7 +175,7 @@ class LearnerWorker:
         detached, the same under the rollout's top-k/top-p: what the engine reports, for the gap
         metric (a top-k/top-p cut over the vocabulary, not spent on passes nobody compares).
         Logits are computed for the responses' positions alone (logits_to_keep)."""
-        logits = model(**batch.inputs, use_cache=False, logits_to_keep=batch.responses.shape[1] + 1).logits
+        logits = response_logits(model, batch)
         rollout = self.recipe.rollout
         scores = response_scores(logits, batch, self.suppressed, rollout.temperature)
         log_prob = chosen_log_probs(scores, batch)

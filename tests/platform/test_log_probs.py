@@ -73,3 +73,32 @@ def test_the_gap_metric_compares_like_with_like_under_top_k(tiny_recipe, synthet
         assert (engine_side - whole[items.response_mask.bool()]).abs().mean() > 100 * max(gap, 1e-7), "the whole-vocabulary view differs"
     finally:
         learner.shutdown()
+
+
+def test_shared_prompts_give_the_log_probs_and_gradients_of_whole_sequences(tiny_model, synthetic_root):
+    """Each distinct prompt goes through the model once and its responses attend to its cached
+    keys and values: the same log-probs and gradients as every sequence whole, in fewer tokens."""
+    from anomalyr1.platform.batch import response_logits
+    from anomalyr1.platform.recipe import PromptConfig
+
+    processor = load_processor(tiny_model)
+    samples = list({s.image: s for s in load_mmad(synthetic_root).samples}.values())[:3]
+    prompts = [encode_prompt(processor, s, PromptConfig(), 112 * 112) for s in samples]
+    assert len({len(p.prompt_ids) for p in prompts}) > 1, "prompts of different lengths: left padding is exercised"
+    groups = HFEngine(tiny_model, processor.tokenizer).generate(prompts, SamplingSettings(n=4, max_new_tokens=10, seed=0))
+    items = [(g, r) for g in groups for r in g.responses][1:]  # uneven: 3, 4 and 4 responses per prompt
+    model = load_policy(tiny_model)
+    results = {}
+    for share in (False, True):
+        model.zero_grad()
+        batch = collate(items, processor.tokenizer.pad_token_id, model.config.image_token_id, share_prompts=share)
+        log_probs = response_log_probs(response_logits(model, batch), batch, [], 0.7)
+        (log_probs * torch.linspace(0.5, 1.5, log_probs.numel()).reshape(log_probs.shape)).sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results[share] = (batch.inputs["input_ids"].shape[0], log_probs.detach(), grads)
+    assert results[False][0] == len(items) and results[True][0] == len(groups), "shared: one row per distinct prompt"
+    assert torch.allclose(results[True][1], results[False][1], atol=1e-5), (results[True][1] - results[False][1]).abs().max()
+    whole, shared = results[False][2], results[True][2]
+    assert whole.keys() == shared.keys()
+    for name in whole:
+        assert torch.allclose(shared[name], whole[name], rtol=1e-4, atol=1e-6), name

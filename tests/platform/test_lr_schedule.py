@@ -63,3 +63,19 @@ def test_state_round_trips_through_json():
     scheduler.step()
     fresh.step()
     assert current_lr(fresh_optimizer) == current_lr(optimizer) == pytest.approx(LR * 4 / 8)
+
+
+@pytest.mark.parametrize("name,warmup", [("linear", 0), ("linear", 30), ("cosine", 0), ("cosine", 50), ("constant", 0), ("constant", 20)])
+def test_every_step_is_transformers_rate(name, warmup):
+    """The factors are computed here, not imported (transformers' module costs peft's import):
+    they must be transformers' get_scheduler's, step by step."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    theirs = get_scheduler({"constant": "constant_with_warmup"}.get(name, name), optimizer, num_warmup_steps=warmup, num_training_steps=STEPS)
+    expected = []
+    for _ in range(STEPS):
+        expected.append(current_lr(optimizer))
+        optimizer.step()
+        theirs.step()
+    assert rates(name, warmup) == pytest.approx(expected, rel=1e-12, abs=1e-20)

@@ -66,6 +66,20 @@ def test_learner_log_probs_match_the_sampling_distribution(tiny_model, synthetic
         assert torch.allclose(torch.tensor(engine_log_probs[row]), expected, atol=1e-5), row
 
 
+def test_the_engine_runs_each_prompt_through_the_model_once(tiny_model, synthetic_root):
+    """G completions of a prompt share one pass over it (the test above checks they are what
+    generate's num_return_sequences draws); then each step feeds every completion one token."""
+    processor = load_processor(tiny_model)
+    prompts = [encode_prompt(processor, s, PromptConfig(), 112 * 112) for s in load_mmad(synthetic_root).samples[:3]]
+    engine = HFEngine(tiny_model, processor.tokenizer)
+    shapes = []
+    engine.model.model.language_model.embed_tokens.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    engine.generate(prompts, SamplingSettings(n=4, max_new_tokens=6, seed=0))
+    width = max(len(p.prompt_ids) for p in prompts)
+    assert shapes[0] == (3, width - 1), "the prompts, once each, but their last token"
+    assert set(shapes[1:]) == {(12, 1)}, "then one token per completion per step"
+
+
 def test_repeated_images_are_encoded_once_with_the_same_outputs_and_gradients(tiny_model, synthetic_root):
     """The G copies of a prompt's image go through the vision tower once; nothing else changes."""
     from transformers import Qwen2_5_VLForConditionalGeneration

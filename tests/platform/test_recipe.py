@@ -94,9 +94,9 @@ def test_bad_recipe_message_names_key_value_and_expectation(tmp_path, change, ex
 
 @pytest.mark.parametrize("command", ["validate", "train"])
 def test_cli_rejects_bad_recipe_before_ray(tmp_path, capsys, monkeypatch, command):
-    import anomalyr1.platform.driver as driver
+    import anomalyr1.platform.ray_session as ray_session
 
-    monkeypatch.setattr(driver, "connect_ray", lambda recipe: pytest.fail("Ray started for a bad recipe"))
+    monkeypatch.setattr(ray_session, "connect_ray", lambda recipe: pytest.fail("Ray started for a bad recipe"))
     code = cli.main([command, write(tmp_path, rollout__n=1)])
     err = capsys.readouterr().err.strip()
     assert code == 2

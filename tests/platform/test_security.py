@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from anomalyr1.platform import driver
+from anomalyr1.platform import ray_session
 from anomalyr1.platform.recipe import load_recipe
 
 SOURCE = Path(__file__).resolve().parents[2]
@@ -30,8 +30,8 @@ def test_no_unsafe_loaders_in_the_code():
 ])
 def test_local_dashboard_binds_to_localhost_unless_the_recipe_says_otherwise(monkeypatch, overrides, expected):
     seen = {}
-    monkeypatch.setattr(driver.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(driver.ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(ray_session.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_session.ray, "init", lambda **kwargs: seen.update(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    driver.connect_ray(load_recipe(None, overrides))
+    ray_session.connect_ray(load_recipe(None, overrides))
     assert {k: seen[k] for k in expected} == expected
