@@ -113,10 +113,14 @@ def collate(items: list[tuple[RolloutGroup, list[int]]], pad_id: int, image_toke
     groups = [group for group, _ in items]
     width = prompt_width + response_width
     if share_prompts:
-        distinct: dict[int, int] = {}
-        prompt_rows = torch.tensor([distinct.setdefault(id(group), len(distinct)) for group in groups])
-        groups = list({id(group): group for group in groups}.values())
-        width = prompt_width
+        row_of: dict[int, int] = {}
+        distinct: list[RolloutGroup] = []
+        for group in groups:
+            if id(group) not in row_of:
+                row_of[id(group)] = len(distinct)
+                distinct.append(group)
+        prompt_rows = torch.tensor([row_of[id(group)] for group in groups])
+        groups, width = distinct, prompt_width
     input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
     attention = torch.zeros_like(input_ids)
     for row, group in enumerate(groups):
@@ -154,12 +158,12 @@ def response_logits(model: torch.nn.Module, batch: ModelBatch) -> torch.Tensor:
     positions, deltas = rope.get_rope_index(prompts["input_ids"], prompts["mm_token_type_ids"], image_grid_thw=prompts["image_grid_thw"],
                                             attention_mask=prompts["attention_mask"])
     prompt_pass = model(**prompts, position_ids=positions, use_cache=True, logits_to_keep=1)
-    rows = batch.prompt_rows.to(positions.device)
+    rows = batch.prompt_rows
     cache = prompt_pass.past_key_values
     cache.reorder_cache(rows)  # (prompts, ...) -> (sequences, ...): each sequence's copy of its prompt's
     # as generation counts them: the prompt's own tokens (padding left out), plus its rope delta
-    lengths = prompts["attention_mask"].sum(-1, keepdim=True).to(positions.device)
-    after = (lengths + deltas.to(positions.device))[rows] + torch.arange(width, device=positions.device)
+    lengths = prompts["attention_mask"].sum(-1, keepdim=True)
+    after = (lengths + deltas)[rows] + torch.arange(width, device=rows.device)
     response_positions = after.unsqueeze(0).expand(3, -1, -1)
     attention = torch.cat([prompts["attention_mask"][rows], batch.response_mask.to(prompts["attention_mask"])], dim=1)
     response_pass = model(input_ids=batch.responses, attention_mask=attention, position_ids=response_positions, past_key_values=cache,
